@@ -1,0 +1,61 @@
+"""How procrastinate's worker runs this project's tasks.
+
+`PROCRASTINATE_ON_APP_READY` points at `on_app_ready`, which adds worker-wide task
+middleware to every worker the app starts (`manage.py procrastinate worker` included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+if TYPE_CHECKING:
+    import procrastinate
+    from procrastinate import job_context
+    from procrastinate import worker as procrastinate_worker
+
+
+def close_connections_sync(
+    call_next: Callable[[], Any],
+    context: job_context.JobContext,
+    worker: procrastinate_worker.Worker,
+) -> Any:
+    """Treat each sync job like a request: drop unusable or expired connections around it.
+
+    Sync tasks run in worker threads, each with its own Django connection. Without this,
+    a connection broken by a database restart would fail every later job on that thread,
+    and CONN_MAX_AGE would never be honoured.
+    """
+    close_old_connections()
+    try:
+        return call_next()
+    finally:
+        close_old_connections()
+
+
+async def close_connections_async(
+    call_next: Callable[[], Awaitable[Any]],
+    context: job_context.JobContext,
+    worker: procrastinate_worker.Worker,
+) -> Any:
+    """The same for async tasks, whose ORM calls share one thread-sensitive thread."""
+    await sync_to_async(close_old_connections)()
+    try:
+        return await call_next()
+    finally:
+        await sync_to_async(close_old_connections)()
+
+
+def on_app_ready(app: procrastinate.App) -> None:
+    # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
+    app.worker_defaults = {
+        **app.worker_defaults,
+        "task_middleware": [
+            close_connections_sync,
+            close_connections_async,
+            *app.worker_defaults.get("task_middleware", []),
+        ],
+    }
