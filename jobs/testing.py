@@ -1,0 +1,236 @@
+"""pytest fixtures for testing code that defers procrastinate jobs.
+
+Enable them in your `conftest.py`:
+
+    pytest_plugins = ["jobs.testing"]
+
+* `procrastinate_in_memory`: the eager mode Celery users know. Deferred jobs go to
+  procrastinate's `InMemoryConnector` instead of PostgreSQL; `procrastinate_in_memory.run()`
+  runs them all, on demand, with procrastinate's own worker code, and
+  `procrastinate_in_memory.jobs()` shows them with their status.
+* `run_worker`: runs a real `manage.py procrastinate worker --one-shot` process against the
+  test database until the queue is empty, and returns its output.
+* `start_worker`: starts a real, long-running worker process (stopped at the end of the
+  test) for tests that need one alive while they act.
+
+`procrastinate_tables_cleanup` empties procrastinate's tables after a transactional test:
+Django's flush skips them, as they are not managed by Django's migrations state, so jobs
+would otherwise leak from one test into the next. The fixtures below use it; add it to
+`autouse` in your own conftest if your transactional tests defer jobs.
+
+Every fixture here uses a transactional database (`transactional_db`): procrastinate runs
+sync tasks in threads and the real worker in another process, with their own database
+connections, which cannot see rows a test keeps in an uncommitted transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from procrastinate import testing
+from procrastinate.contrib.django import app
+
+
+def database_url(alias_connection: Any = connection) -> str:
+    """A `DATABASE_URL` for the database `alias_connection` uses (the test database in tests).
+
+    Worker processes started by tests get it, so that they use the test database and
+    start no embedded server of their own.
+    """
+    params = alias_connection.get_connection_params()
+    host = str(params.get("host") or "localhost")
+    port = params.get("port") or 5432
+    user = quote(str(params.get("user") or ""), safe="")
+    password = quote(str(params.get("password") or ""), safe="")
+    credentials = f"{user}:{password}@" if password else f"{user}@"
+    name = quote(str(alias_connection.settings_dict["NAME"]), safe="")
+    return f"postgres://{credentials}{quote(host, safe='')}:{port}/{name}"
+
+
+def worker_environment(**extra: str) -> dict[str, str]:
+    """Environment for a `manage.py` subprocess that must use the test database."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings"),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+PROCRASTINATE_TABLES = (
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
+)
+
+
+@pytest.fixture
+def procrastinate_tables_cleanup(
+    request: pytest.FixtureRequest, django_db_blocker: Any
+) -> Iterator[None]:
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    if not transactional:
+        return  # the test's transaction was rolled back, jobs included
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        # Test-infrastructure cleanup, not application code: procrastinate's API has no
+        # "delete everything", and TRUNCATE is what Django's own flush would have run.
+        cursor.execute(f"TRUNCATE {', '.join(PROCRASTINATE_TABLES)} RESTART IDENTITY CASCADE")
+
+
+def worker_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "django", "procrastinate", "worker", *args]
+
+
+@dataclass
+class InMemoryQueue:
+    connector: testing.InMemoryConnector
+
+    def run(self, *, queues: list[str] | None = None) -> None:
+        """Run every job that is due, with procrastinate's worker, until none is left."""
+        app.run_worker(
+            queues=queues, wait=False, install_signal_handlers=False, listen_notify=False
+        )
+
+    def jobs(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        rows = sorted(self.connector.jobs.values(), key=lambda row: row["id"])
+        return [row for row in rows if status is None or row["status"] == status]
+
+
+@pytest.fixture
+def procrastinate_in_memory(
+    transactional_db: None, procrastinate_tables_cleanup: None
+) -> Iterator[InMemoryQueue]:
+    connector = testing.InMemoryConnector()
+    with app.replace_connector(connector):
+        yield InMemoryQueue(connector=connector)
+
+
+@pytest.fixture
+def run_worker(
+    transactional_db: None, procrastinate_tables_cleanup: None
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+        completed = subprocess.run(
+            worker_command("--one-shot", *args),
+            cwd=settings.BASE_DIR,
+            env=worker_environment(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise AssertionError(
+                f"worker exited with {completed.returncode}:\n{completed.stderr[-4000:]}"
+            )
+        return completed
+
+    return run
+
+
+def _listening_pids() -> set[int]:
+    """Backends of the current database whose last statement was a LISTEN."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query ILIKE 'LISTEN %%'"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[str]
+    log: IO[str]
+    known_listeners: set[int] = field(default_factory=set)
+    stopped: bool = field(default=False)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
+
+    def wait_for_output(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen in worker output:\n{self.output()[-4000:]}")
+            time.sleep(0.05)
+
+    def wait_until_listening(self, timeout: float = 30) -> None:
+        """Wait until this worker's LISTEN connection is set up.
+
+        The worker logs "Starting worker" before it runs LISTEN; a job deferred in between
+        would only be found by the next poll.
+        """
+        deadline = time.monotonic() + timeout
+        while not _listening_pids() - self.known_listeners:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the worker never ran LISTEN")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.stopped = True
+        return code
+
+
+@pytest.fixture
+def start_worker(
+    transactional_db: None, procrastinate_tables_cleanup: None
+) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, ready: bool = True, **env: str) -> WorkerProcess:
+        listeners_before = _listening_pids()
+        log = tempfile.NamedTemporaryFile("w+", prefix="worker-", suffix=".log", delete=False)
+        process = subprocess.Popen(
+            worker_command(*args),
+            cwd=settings.BASE_DIR,
+            env=worker_environment(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        worker = WorkerProcess(process=process, log=log, known_listeners=listeners_before)
+        started.append(worker)
+        if ready:
+            worker.wait_for_output("Starting worker")
+            if "--no-listen-notify" not in args:
+                worker.wait_until_listening()
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+            try:
+                worker.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+        worker.log.close()
+        os.unlink(worker.log.name)
