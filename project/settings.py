@@ -88,6 +88,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the pages' static files from the project itself.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,6 +136,11 @@ if DATABASE_URL:
             "DATABASE_URL must point to PostgreSQL (postgres://...): procrastinate needs it."
         )
     DATABASES = {"default": dict(_database)}
+elif PRODUCTION:
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be set when DJANGO_ENV=production (the embedded PostgreSQL is "
+        "for development and tests)."
+    )
 else:
     EMBEDDED_POSTGRES_DIR = Path(
         os.environ.get("EMBEDDED_POSTGRES_DIR", BASE_DIR / ".embedded-postgres" / "data")
@@ -183,7 +190,18 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Production serves what `collectstatic` gathered into STATIC_ROOT (done in the image);
+# development and tests serve straight from the apps' static folders.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles")) if PRODUCTION else None
+WHITENOISE_USE_FINDERS = not PRODUCTION
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 
 # --- Email (the notification task sends mail) -------------------------------------------
 # EMAIL_BACKEND picks the backend (console by default: mail is printed by the worker);

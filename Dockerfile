@@ -1,0 +1,24 @@
+# One image for the web server, the worker and the migration job (see compose.yaml).
+FROM python:3.13-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    PATH=/opt/venv/bin:$PATH
+
+RUN pip install --no-cache-dir "uv>=0.5,<1"
+
+WORKDIR /app
+COPY pyproject.toml uv.lock .python-version ./
+RUN uv sync --locked --no-dev --no-install-project
+
+COPY . .
+# Static files are collected into the image and served by WhiteNoise: no CDN, no nginx.
+# The production settings need these values; collectstatic touches no database.
+RUN DJANGO_ENV=production SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost \
+    DATABASE_URL=postgres://unused@localhost/unused python manage.py collectstatic --noinput
+
+RUN useradd --system --uid 1000 app
+USER app
+EXPOSE 8000
+CMD ["uvicorn", "project.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off"]

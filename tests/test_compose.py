@@ -1,0 +1,82 @@
+"""compose.yaml cannot run here (no Docker engine), so it is checked against the code."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.conf import settings
+from django.core.management import get_commands
+
+ROOT = Path(settings.BASE_DIR)
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return compose["services"]
+
+
+APP_SERVICES = ("migrate", "web", "worker")
+
+
+def test_compose__has_database_migrate_web_and_worker(services: dict[str, Any]) -> None:
+    assert set(services) >= {"db", *APP_SERVICES}
+    assert services["db"]["image"] == "postgres:18"
+    assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+
+
+def test_compose__app_services_share_one_image(services: dict[str, Any]) -> None:
+    builds = {(str(services[name].get("build")), services[name].get("image")) for name in APP_SERVICES}
+    assert builds == {(".", "pgjobs-site:latest")}
+    assert (ROOT / "Dockerfile").exists()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "uv sync --locked" in dockerfile
+    assert "FROM python:3.13" in dockerfile
+
+
+def test_compose__start_order(services: dict[str, Any]) -> None:
+    assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    for name in ("web", "worker"):
+        assert services[name]["depends_on"] == {
+            "migrate": {"condition": "service_completed_successfully"}
+        }
+
+
+def test_compose__commands_exist_in_the_code(services: dict[str, Any]) -> None:
+    commands = get_commands()
+    migrate = services["migrate"]["command"]
+    assert migrate[:3] == ["python", "manage.py", "migrate"]
+    worker = services["worker"]["command"]
+    assert worker == ["python", "manage.py", "procrastinate", "worker"]
+    assert {"migrate", "procrastinate"} <= set(commands)
+
+    web = services["web"]["command"]
+    assert web[0] == "uvicorn"
+    module_name, attribute = web[1].split(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, attribute))
+    assert web[1] == settings.ASGI_APPLICATION.replace(".application", ":application")
+
+
+def test_compose__environment_matches_settings(services: dict[str, Any]) -> None:
+    db_env = services["db"]["environment"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["DJANGO_ENV"] == "production"
+        expected = (
+            f"postgres://{db_env['POSTGRES_USER']}:{db_env['POSTGRES_PASSWORD']}"
+            f"@db:5432/{db_env['POSTGRES_DB']}"
+        )
+        assert env["DATABASE_URL"] == expected
+        assert env["SECRET_KEY"]
+
+
+def test_compose__worker_gets_time_to_finish_jobs(services: dict[str, Any]) -> None:
+    grace = services["worker"]["stop_grace_period"]
+    assert grace.endswith("s")
+    timeout = settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]
+    assert float(grace[:-1]) > timeout
