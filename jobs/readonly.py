@@ -49,4 +49,4 @@ class ReadOnlyQuerySet(models.QuerySet[Any]):
 def protect_procrastinate_models() -> None:
     # The async variants (aupdate, adelete, ...) call these through sync_to_async.
     for model in apps.get_app_config("procrastinate").get_models():
-        model._default_manager._queryset_class = ReadOnlyQuerySet
+        model._default_manager._queryset_class = ReadOnlyQuerySet  # type: ignore[attr-defined]

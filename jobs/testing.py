@@ -173,7 +173,9 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.output()[-4000:]}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not seen in worker output:\n{self.output()[-4000:]}")
+                raise AssertionError(
+                    f"{text!r} not seen in worker output:\n{self.output()[-4000:]}"
+                )
             time.sleep(0.05)
 
     def wait_until_listening(self, timeout: float = 30) -> None:
@@ -206,7 +208,10 @@ def start_worker(
 
     def start(*args: str, ready: bool = True, **env: str) -> WorkerProcess:
         listeners_before = _listening_pids()
-        log = tempfile.NamedTemporaryFile("w+", prefix="worker-", suffix=".log", delete=False)
+        # Closed and removed at teardown: the worker writes to it for the whole test.
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            "w+", prefix="worker-", suffix=".log", delete=False
+        )
         process = subprocess.Popen(
             worker_command(*args),
             cwd=settings.BASE_DIR,

@@ -53,7 +53,7 @@ def staff_user(db: None) -> User:
 
 
 @pytest.fixture
-def staff_client(staff_user: User) -> Iterator[Client]:
+def staff_client(staff_user: User) -> Client:
     client = Client()
     client.force_login(staff_user)
-    yield client
+    return client

@@ -42,7 +42,9 @@ def test_job_admin__redirects_anonymous_users_to_login(client: Client, path: str
     assert response["Location"].startswith("/admin/login/")
 
 
-def test_job_admin__refuses_changes(staff_client: Client, admin_client: Client, job_id: int) -> None:
+def test_job_admin__refuses_changes(
+    staff_client: Client, admin_client: Client, job_id: int
+) -> None:
     before = ProcrastinateJob.objects.values().get(id=job_id)
 
     for client in (staff_client, admin_client):

@@ -30,7 +30,9 @@ def test_compose__has_database_migrate_web_and_worker(services: dict[str, Any]) 
 
 
 def test_compose__app_services_share_one_image(services: dict[str, Any]) -> None:
-    builds = {(str(services[name].get("build")), services[name].get("image")) for name in APP_SERVICES}
+    builds = {
+        (str(services[name].get("build")), services[name].get("image")) for name in APP_SERVICES
+    }
     assert builds == {(".", "pgjobs-site:latest")}
     assert (ROOT / "Dockerfile").exists()
     dockerfile = (ROOT / "Dockerfile").read_text()

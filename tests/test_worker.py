@@ -42,6 +42,7 @@ def test_worker__runs_sync_and_async_jobs_to_success(
     notification = services.queue_notification(
         recipient="grace@example.com", subject="Your export is ready", body="Download it."
     )
+    assert notification.job_id is not None
     now = timezone.now()
     report = Report.objects.create(
         title="Last hour", period_start=now - dt.timedelta(hours=1), period_end=now
@@ -114,15 +115,16 @@ def test_worker__failing_task_is_retried_then_fails_with_events(
         EMAIL_PORT=str(free_port),
     )
     notification = services.queue_notification(recipient="lin@example.com", subject="Hi")
+    assert notification.job_id is not None
 
     job = wait_for_status(notification.job_id, {"failed", "succeeded"}, timeout=60)
 
     assert job.status == "failed"
     assert job.attempts == 3  # the first run and the policy's two retries
     events = list(
-        ProcrastinateEvent.objects.filter(job_id=job.id).order_by("at", "id").values_list(
-            "type", flat=True
-        )
+        ProcrastinateEvent.objects.filter(job_id=job.id)
+        .order_by("at", "id")
+        .values_list("type", flat=True)
     )
     assert events.count("started") == 3
     assert events.count("deferred_for_retry") == 2

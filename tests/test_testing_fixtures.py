@@ -1,0 +1,51 @@
+"""The fixtures jobs.testing offers a site's own tests, used here as a site would."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core import mail
+from django.utils import timezone
+
+from jobs import services
+from jobs.models import Notification, Report
+from jobs.testing import InMemoryQueue
+
+
+def test_procrastinate_in_memory__runs_deferred_jobs_on_demand(
+    procrastinate_in_memory: InMemoryQueue,
+) -> None:
+    notification = services.queue_notification(recipient="a@example.com", subject="Hello")
+    now = timezone.now()
+    report = Report.objects.create(
+        title="Today", period_start=now - dt.timedelta(days=1), period_end=now
+    )
+    from jobs import tasks
+
+    tasks.build_report.defer(report_id=report.pk)
+
+    # Nothing ran yet: the jobs wait in memory, not in PostgreSQL.
+    todo = procrastinate_in_memory.jobs(status="todo")
+    assert [job["task_name"] for job in todo] == ["jobs.send_notification", "jobs.build_report"]
+    assert Notification.objects.get().sent_at is None
+
+    procrastinate_in_memory.run()
+
+    assert [job["status"] for job in procrastinate_in_memory.jobs()] == ["succeeded"] * 2
+    assert Notification.objects.get(pk=notification.pk).sent_at is not None
+    assert [message.subject for message in mail.outbox] == ["Hello"]
+    report.refresh_from_db()
+    assert report.status == Report.Status.READY
+    assert report.notifications_total == 1
+
+
+def test_procrastinate_in_memory__failed_job_is_reported(
+    procrastinate_in_memory: InMemoryQueue,
+) -> None:
+    from jobs import tasks
+
+    tasks.send_notification.defer(notification_id=123456)  # no such notification
+
+    procrastinate_in_memory.run()
+
+    assert [job["status"] for job in procrastinate_in_memory.jobs()] == ["failed"]
