@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.functions import Now
 
@@ -82,3 +83,89 @@ class Report(models.Model):
         await self.asave(
             update_fields=["notifications_total", "notifications_sent", "generated_at", "status"]
         )
+
+
+class JobResult(models.Model):
+    """The outcome of a job's last attempt, written by the worker middleware in jobs.results.
+
+    One row per job, keyed by the job's id. procrastinate deletes jobs with SQL (retention,
+    `delete_jobs`), never through the ORM, so the cascade must live in the database: the
+    migration adds the foreign key constraint with ON DELETE CASCADE itself. (Django's
+    `DB_CASCADE` would do the same but its system check refuses it here, because
+    procrastinate's job model declares a Python-level `SET_NULL` towards its workers.)
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        ABORTED = "aborted"
+
+    job = models.OneToOneField(
+        "procrastinate.ProcrastinateJob",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,  # added by the migration, with ON DELETE CASCADE
+        primary_key=True,
+        related_name="result",
+    )
+    task_name = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    attempt = models.PositiveIntegerField(help_text="1 for the first run, 2 for the first retry…")
+    worker_name = models.CharField(max_length=128, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.DurationField(null=True, blank=True)
+    return_value = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    exception_type = models.CharField(max_length=255, blank=True)
+    exception_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        permissions = [
+            ("view_job_status", "Can read job status and results over the API"),
+            ("defer_job", "Can defer HTTP-callable tasks over the API"),
+            ("manage_job", "Can cancel, abort and retry jobs over the API"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Result of job {self.job_id}: {self.status}"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """A bearer token for machine clients of the job API, limited to named tasks.
+
+    Only a SHA-256 hash of the secret is stored: tokens are 32 random bytes, so a fast hash
+    is enough (there is nothing to brute-force), and the clear token is shown once.
+    """
+
+    PREFIX = "pgj"
+
+    name = models.CharField(max_length=100, unique=True)
+    key_id = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    tasks = models.JSONField(default=list, help_text="Names of the tasks this token may use.")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects: ClassVar[ApiTokenQuerySet] = ApiTokenQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def allows(self, task_name: str) -> bool:
+        return task_name in self.tasks
+
+    def revoke(self, *, at: dt.datetime) -> None:
+        self.revoked_at = at
+        self.save(update_fields=["revoked_at"])

@@ -15,6 +15,7 @@ from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
+from jobs.http_tasks import callable_over_http
 from jobs.models import Notification, Report
 
 # Queues this project uses. Workers started without `--queues` listen to all of them
@@ -24,6 +25,7 @@ REPORTS_QUEUE = "reports"
 MAINTENANCE_QUEUE = "maintenance"
 
 
+@callable_over_http
 @app.task(
     name="jobs.send_notification",
     queue=NOTIFICATIONS_QUEUE,
@@ -50,6 +52,7 @@ def send_notification(notification_id: int) -> dict[str, object]:
     return {"notification_id": notification_id, "recipient": notification.recipient}
 
 
+@callable_over_http
 @app.task(
     name="jobs.build_report",
     queue=REPORTS_QUEUE,

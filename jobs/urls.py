@@ -1,12 +1,42 @@
 from django.urls import path
 
-from jobs import views
+from jobs import api, views
 
 app_name = "jobs"
+
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("activity/", views.activity, name="activity"),
     path("notifications/", views.create_notification, name="create_notification"),
     path("reports/", views.create_report, name="create_report"),
+    # The JSON job API (jobs/api.py), sync implementation...
+    path("api/jobs/", api.defer_job, name="api-defer"),
+    path("api/jobs/<int:job_id>/", api.job_detail, name="api-job"),
+    path("api/jobs/<int:job_id>/cancel/", api.job_action, {"action": "cancel"}, name="api-cancel"),
+    path("api/jobs/<int:job_id>/abort/", api.job_action, {"action": "abort"}, name="api-abort"),
+    path("api/jobs/<int:job_id>/retry/", api.job_action, {"action": "retry"}, name="api-retry"),
+    path("api/tasks/", api.task_list, name="api-tasks"),
+    # ...and the same routes served by async views.
+    path("api/async/jobs/", api.adefer_job, name="api-async-defer"),
+    path("api/async/jobs/<int:job_id>/", api.ajob_detail, name="api-async-job"),
+    path(
+        "api/async/jobs/<int:job_id>/cancel/",
+        api.ajob_action,
+        {"action": "cancel"},
+        name="api-async-cancel",
+    ),
+    path(
+        "api/async/jobs/<int:job_id>/abort/",
+        api.ajob_action,
+        {"action": "abort"},
+        name="api-async-abort",
+    ),
+    path(
+        "api/async/jobs/<int:job_id>/retry/",
+        api.ajob_action,
+        {"action": "retry"},
+        name="api-async-retry",
+    ),
+    path("api/async/tasks/", api.atask_list, name="api-async-tasks"),
 ]

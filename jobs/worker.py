@@ -1,7 +1,8 @@
 """How procrastinate's worker runs this project's tasks.
 
-`PROCRASTINATE_ON_APP_READY` points at `on_app_ready`, which adds worker-wide task
-middleware to every worker the app starts (`manage.py procrastinate worker` included).
+`PROCRASTINATE_ON_APP_READY` points at `on_app_ready`, which adds worker-wide middleware to
+every worker the app starts (`manage.py procrastinate worker` included): the result
+recorder of `jobs.results`, and connection hygiene around each task.
 """
 
 from __future__ import annotations
@@ -50,9 +51,13 @@ async def close_connections_async(
 
 
 def on_app_ready(app: procrastinate.App) -> None:
+    from jobs.results import record_result
+
     # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
     app.worker_defaults = {
         **app.worker_defaults,
+        # Wraps every job, sync or async, on the worker's event loop.
+        "worker_middleware": [record_result, *app.worker_defaults.get("worker_middleware", [])],
         "task_middleware": [
             close_connections_sync,
             close_connections_async,

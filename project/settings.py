@@ -175,6 +175,12 @@ PROCRASTINATE_PERIODIC_DEFAULTS: dict[str, object] = {}
 # Adds the project's worker-wide task middleware (see jobs/worker.py).
 PROCRASTINATE_ON_APP_READY = "jobs.worker.on_app_ready"
 
+# --- The jobs app (defaults in one place) ------------------------------------------------
+# Largest body the job API accepts (413 above it).
+JOBS_API_MAX_BODY_BYTES = env_int("JOBS_API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# How far ahead the job API lets a client schedule a job.
+JOBS_API_MAX_SCHEDULE_DAYS = env_int("JOBS_API_MAX_SCHEDULE_DAYS", 365, minimum=1)
+
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
