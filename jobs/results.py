@@ -62,8 +62,10 @@ def _attempt_started(context: job_context.JobContext, started_at: dt.datetime) -
         defaults={
             "task_name": job.task_name,
             "status": JobResult.Status.RUNNING,
-            # procrastinate counts previous attempts; people count runs.
-            "attempt": job.attempts + 1,
+            # Counted from the "started" events: procrastinate's `attempts` also grows when
+            # a failed job is retried by hand, so it can run ahead of the real runs.
+            "attempt": ProcrastinateEvent.objects.filter(job_id=job.id, type="started").count()
+            or job.attempts + 1,
             "worker_name": context.worker_name or "",
             "started_at": started_at,
             "finished_at": None,

@@ -9,7 +9,10 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 
+from tests import slow_tasks  # noqa: F401  (registers the test-only tasks)
+
 pytest_plugins = ["jobs.testing"]
+TEST_TASKS = {"PROCRASTINATE_IMPORT_PATHS": "tests.slow_tasks"}
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,37 @@
+"""Tasks only the tests use: they wait on a file so a test can watch a job while it runs.
+
+Worker processes started by tests load this module through PROCRASTINATE_IMPORT_PATHS;
+the test process imports it from conftest.py so both see the same registry.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from procrastinate import JobContext
+from procrastinate.contrib.django import app
+
+from jobs.results import report_progress
+
+
+@app.task(name="tests.wait_for_file", queue="tests", pass_context=True)
+def wait_for_file(context: JobContext, path: str, timeout: float = 30) -> dict[str, str]:
+    """Report half progress, then wait until `path` exists (or an abort is requested)."""
+    report_progress(0.5, "waiting for the file")
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if context.should_abort():
+            from procrastinate.exceptions import JobAborted
+
+            raise JobAborted("abort requested")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    report_progress(1.0, "done")
+    return {"found": path}
+
+
+@app.task(name="tests.return_unserializable", queue="tests")
+def return_unserializable() -> object:
+    return {1, 2, 3}

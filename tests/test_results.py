@@ -1,0 +1,167 @@
+"""Results recorded by the worker middleware, seen through the API and the admin."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from procrastinate.contrib.django.models import ProcrastinateJob
+
+from jobs import services, tasks
+from jobs.models import JobResult, Notification, Report
+from jobs.testing import WorkerProcess
+from jobs.tokens import issue_token
+from tests.conftest import TEST_TASKS
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return value
+
+
+def status(client: Client, job_id: int, token: str, api: str = "/api") -> dict[str, Any]:
+    response = client.get(f"{api}/jobs/{job_id}/", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    return dict(response.json())
+
+
+@pytest.fixture
+def token() -> str:
+    _, raw = issue_token(name="t", tasks=["jobs.send_notification", "jobs.build_report"])
+    return raw
+
+
+def test_results__sync_and_async_successes(
+    start_worker: StartWorker, client: Client, token: str
+) -> None:
+    worker = start_worker("--name", "results-worker")
+    notification = services.queue_notification(recipient="a@example.com", subject="Hi")
+    assert notification.job_id is not None
+    report = Report.objects.create(
+        title="All", period_start=notification.created_at, period_end=notification.created_at
+    )
+    report_job = tasks.build_report.defer(report_id=report.pk)
+
+    for job_id in (notification.job_id, report_job):
+        wait_until(lambda job_id=job_id: status(client, job_id, token)["status"] == "succeeded")
+
+    mail = status(client, notification.job_id, token)
+    assert mail["result"] == {"notification_id": notification.pk, "recipient": "a@example.com"}
+    assert mail["worker"] == "results-worker"
+    assert mail["last_attempt"] == 1
+    assert mail["error"] is None
+    assert mail["started_at"] <= mail["finished_at"]
+    assert mail["duration_seconds"] >= 0
+    built = status(client, report_job, token)
+    assert built["result"] == {"report_id": report.pk, "total": 0, "sent": 0}
+    assert "Stopped" not in worker.output()
+
+
+def test_results__failure_keeps_the_last_attempt_with_traceback(
+    start_worker: StartWorker, client: Client, token: str, free_port: int
+) -> None:
+    start_worker(
+        "--fetch-job-polling-interval",
+        "0.2",
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(free_port),
+    )
+    notification = services.queue_notification(recipient="a@example.com", subject="Hi")
+    assert notification.job_id is not None
+
+    final = wait_until(
+        lambda: (s := status(client, notification.job_id, token))["status"] == "failed" and s,
+        timeout=60,
+    )
+
+    assert final["last_attempt"] == 3
+    assert final["result"] is None
+    assert final["error"]["type"] == "builtins.ConnectionRefusedError"
+    assert "Connection refused" in final["error"]["message"]
+    assert "Traceback (most recent call last)" in final["error"]["traceback"]
+    assert "smtplib" in final["error"]["traceback"]
+
+
+def test_results__progress_while_running_then_abort(
+    start_worker: StartWorker, admin_client: Client, tmp_path: Path
+) -> None:
+    from tests.slow_tasks import wait_for_file
+
+    start_worker("--abort-job-polling-interval", "0.1", **TEST_TASKS)
+    job_id = wait_for_file.defer(path=str(tmp_path / "never"))
+
+    def job() -> dict[str, Any]:
+        return dict(admin_client.get(f"/api/jobs/{job_id}/").json())
+
+    running = wait_until(lambda: (current := job())["progress"] and current)
+    assert running["status"] == "doing"
+    assert running["progress"] == {"fraction": 0.5, "message": "waiting for the file"}
+
+    response = admin_client.post(f"/api/jobs/{job_id}/abort/")
+    assert response.status_code == 202
+    assert response.json()["action"] == "abort_requested"
+
+    aborted = wait_until(lambda: (current := job())["status"] == "aborted" and current)
+    assert aborted["error"]["type"] == "procrastinate.exceptions.JobAborted"
+
+
+def test_results__retry_a_failed_job_over_the_api(
+    run_worker: Callable[..., Any], client: Client, token: str
+) -> None:
+    job_id = tasks.send_notification.defer(notification_id=424242)  # no such row: fails
+    run_worker()
+    assert status(client, job_id, token)["status"] == "failed"
+    assert status(client, job_id, token)["error"]["type"].endswith("DoesNotExist")
+
+    response = client.post(
+        f"/api/async/jobs/{job_id}/retry/", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
+
+    Notification.objects.create(id=424242, recipient="late@example.com", subject="Now it exists")
+    run_worker(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
+
+    final = status(client, job_id, token)
+    assert final["status"] == "succeeded"
+    assert final["last_attempt"] == 2
+    assert final["error"] is None
+
+
+def test_results__unserializable_return_value_is_stored_as_repr(
+    run_worker: Callable[..., Any],
+) -> None:
+    from tests.slow_tasks import return_unserializable
+
+    job_id = return_unserializable.defer()
+    run_worker(**TEST_TASKS)
+
+    result = JobResult.objects.get(job_id=job_id)
+    assert result.status == JobResult.Status.SUCCEEDED
+    assert result.return_value == {"unserializable": "{1, 2, 3}"}
+
+
+def test_results__shown_on_the_admin_job_page(
+    run_worker: Callable[..., Any], admin_client: Client
+) -> None:
+    job_id = tasks.send_notification.defer(notification_id=31337)
+    run_worker()
+
+    page = admin_client.get(f"/admin/procrastinate/procrastinatejob/{job_id}/change/")
+
+    assert page.status_code == 200
+    assert b"DoesNotExist" in page.content
+    assert b"Traceback" in page.content
+    assert b"failed (attempt 1" in page.content
