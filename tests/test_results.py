@@ -54,7 +54,7 @@ def test_results__sync_and_async_successes(
     report_job = tasks.build_report.defer(report_id=report.pk)
 
     for job_id in (notification.job_id, report_job):
-        wait_until(lambda job_id=job_id: status(client, job_id, token)["status"] == "succeeded")
+        wait_until(lambda job_id=job_id: status(client, job_id, token)["status"] == "succeeded")  # type: ignore[misc]
 
     mail = status(client, notification.job_id, token)
     assert mail["result"] == {"notification_id": notification.pk, "recipient": "a@example.com"}
@@ -79,11 +79,11 @@ def test_results__failure_keeps_the_last_attempt_with_traceback(
         EMAIL_PORT=str(free_port),
     )
     notification = services.queue_notification(recipient="a@example.com", subject="Hi")
-    assert notification.job_id is not None
+    job_id = notification.job_id
+    assert job_id is not None
 
     final = wait_until(
-        lambda: (s := status(client, notification.job_id, token))["status"] == "failed" and s,
-        timeout=60,
+        lambda: (s := status(client, job_id, token))["status"] == "failed" and s, timeout=60
     )
 
     assert final["last_attempt"] == 3
