@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Min, OuterRef, Subquery
+from django.db import connection
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
-from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
+from procrastinate.contrib.django.models import ProcrastinateEvent
 
 from jobs.models import JobResult
 
@@ -156,93 +156,66 @@ async def areport_progress(fraction: float, message: str = "") -> None:
 
 # --- Reading: one query for a job's full status -----------------------------------------
 
-STATUS_FIELDS = (
-    "id",
-    "task_name",
-    "queue_name",
-    "status",
-    "attempts",
-    "priority",
-    "lock",
-    "queueing_lock",
-    "scheduled_at",
-    "abort_requested",
-    "deferred_at",
-    "result__status",
-    "result__attempt",
-    "result__worker_name",
-    "result__started_at",
-    "result__finished_at",
-    "result__duration",
-    "result__return_value",
-    "result__exception_type",
-    "result__exception_message",
-    "result__traceback",
-    "result__progress",
-    "result__progress_message",
-)
+# The status endpoint is the hottest read path of the API. One hand-written query (job,
+# its result, its first "deferred" event, all by primary or indexed key) costs a fraction
+# of a millisecond; the equivalent ORM query spends more time being built than run.
+STATUS_SQL = """
+SELECT j.id, j.task_name, j.queue_name, j.status, j.attempts, j.priority, j.lock,
+       j.queueing_lock, j.abort_requested, j.scheduled_at,
+       (SELECT min(e.at) FROM procrastinate_events e
+         WHERE e.job_id = j.id AND e.type = 'deferred') AS deferred_at,
+       r.status, r.attempt, r.worker_name, r.started_at, r.finished_at, r.duration,
+       r.return_value::text, r.exception_type, r.exception_message, r.traceback,
+       r.progress, r.progress_message
+FROM procrastinate_jobs j
+LEFT JOIN jobs_jobresult r ON r.job_id = j.id
+WHERE j.id = %s
+"""
 
 
-def _status_queryset(job_id: int) -> Any:
-    first_deferred = (
-        ProcrastinateEvent.objects.filter(job_id=OuterRef("id"), type="deferred")
-        .values("job_id")
-        .annotate(first=Min("at"))
-        .values("first")
-    )
-    return (
-        ProcrastinateJob.objects.filter(id=job_id)
-        .annotate(deferred_at=Subquery(first_deferred))
-        .values(*STATUS_FIELDS)
-    )
-
-
-def _shape(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    has_result = row["result__status"] is not None
-    duration = row["result__duration"]
-    status: dict[str, Any] = {
-        "id": row["id"],
-        "task": row["task_name"],
-        "queue": row["queue_name"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "priority": row["priority"],
-        "lock": row["lock"],
-        "queueing_lock": row["queueing_lock"],
-        "abort_requested": row["abort_requested"],
-        "deferred_at": row["deferred_at"],
-        "scheduled_at": row["scheduled_at"],
-        "started_at": row["result__started_at"],
-        "finished_at": row["result__finished_at"],
+def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
+    (
+        job_id, task, queue, status, attempts, priority, lock, queueing_lock, abort_requested,
+        scheduled_at, deferred_at, result_status, attempt, worker_name, started_at,
+        finished_at, duration, return_value, exception_type, exception_message, trace,
+        progress, progress_message,
+    ) = row  # fmt: skip
+    shaped: dict[str, Any] = {
+        "id": job_id,
+        "task": task,
+        "queue": queue,
+        "status": status,
+        "attempts": attempts,
+        "priority": priority,
+        "lock": lock,
+        "queueing_lock": queueing_lock,
+        "abort_requested": abort_requested,
+        "deferred_at": deferred_at,
+        "scheduled_at": scheduled_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
         "duration_seconds": duration.total_seconds() if duration is not None else None,
-        "worker": row["result__worker_name"] or None,
-        "last_attempt": row["result__attempt"],
+        "worker": worker_name or None,
+        "last_attempt": attempt,
         "progress": None,
         "result": None,
         "error": None,
     }
-    if has_result and row["result__progress"] is not None:
-        status["progress"] = {
-            "fraction": row["result__progress"],
-            "message": row["result__progress_message"],
-        }
-    if row["result__status"] == JobResult.Status.SUCCEEDED:
-        status["result"] = row["result__return_value"]
-    elif row["result__status"] in {JobResult.Status.FAILED, JobResult.Status.ABORTED}:
-        status["error"] = {
-            "type": row["result__exception_type"],
-            "message": row["result__exception_message"],
-            "traceback": row["result__traceback"],
-        }
-    return status
+    if progress is not None:
+        shaped["progress"] = {"fraction": progress, "message": progress_message}
+    if result_status == JobResult.Status.SUCCEEDED:
+        shaped["result"] = json.loads(return_value) if return_value is not None else None
+    elif result_status in {JobResult.Status.FAILED, JobResult.Status.ABORTED}:
+        shaped["error"] = {"type": exception_type, "message": exception_message, "traceback": trace}
+    return shaped
 
 
 def job_status(job_id: int) -> dict[str, Any] | None:
     """A job's status, timings, progress and result or error; None if there is no such job."""
-    return _shape(_status_queryset(job_id).first())
+    with connection.cursor() as cursor:
+        cursor.execute(STATUS_SQL, [job_id])
+        row = cursor.fetchone()
+    return _shape(row) if row is not None else None
 
 
-async def ajob_status(job_id: int) -> dict[str, Any] | None:
-    return _shape(await _status_queryset(job_id).afirst())
+ajob_status = sync_to_async(job_status)

@@ -28,14 +28,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -43,21 +41,8 @@ from django.db import connection
 from procrastinate import testing
 from procrastinate.contrib.django import app
 
-
-def database_url(alias_connection: Any = connection) -> str:
-    """A `DATABASE_URL` for the database `alias_connection` uses (the test database in tests).
-
-    Worker processes started by tests get it, so that they use the test database and
-    start no embedded server of their own.
-    """
-    params = alias_connection.get_connection_params()
-    host = str(params.get("host") or "localhost")
-    port = params.get("port") or 5432
-    user = quote(str(params.get("user") or ""), safe="")
-    password = quote(str(params.get("password") or ""), safe="")
-    credentials = f"{user}:{password}@" if password else f"{user}@"
-    name = quote(str(alias_connection.settings_dict["NAME"]), safe="")
-    return f"postgres://{credentials}{quote(host, safe='')}:{port}/{name}"
+from jobs.databases import database_url
+from jobs.processes import worker_command
 
 
 def worker_environment(**extra: str) -> dict[str, str]:
@@ -94,10 +79,6 @@ def procrastinate_tables_cleanup(
         # Test-infrastructure cleanup, not application code: procrastinate's API has no
         # "delete everything", and TRUNCATE is what Django's own flush would have run.
         cursor.execute(f"TRUNCATE {', '.join(PROCRASTINATE_TABLES)} RESTART IDENTITY CASCADE")
-
-
-def worker_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "django", "procrastinate", "worker", *args]
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -135,7 +136,7 @@ if DATABASE_URL:
         raise ImproperlyConfigured(
             "DATABASE_URL must point to PostgreSQL (postgres://...): procrastinate needs it."
         )
-    DATABASES = {"default": dict(_database)}
+    DATABASES: dict[str, dict[str, Any]] = {"default": dict(_database)}
 elif PRODUCTION:
     raise ImproperlyConfigured(
         "DATABASE_URL must be set when DJANGO_ENV=production (the embedded PostgreSQL is "
@@ -154,6 +155,20 @@ else:
             "CONN_HEALTH_CHECKS": CONN_MAX_AGE > 0,
             "EMBEDDED_DATA_DIR": str(EMBEDDED_POSTGRES_DIR),
         }
+    }
+
+# Under an ASGI server each request's sync code runs on a fresh thread, so per-thread
+# persistent connections (CONN_MAX_AGE) are not reused; a connection pool (psycopg_pool,
+# Django's "pool" option) is. On by default in production; DATABASE_POOL=0/1 overrides.
+# The pool replaces CONN_MAX_AGE, which must then stay 0.
+DATABASE_POOL = env_bool("DATABASE_POOL", default=PRODUCTION)
+if DATABASE_POOL:
+    if CONN_MAX_AGE:
+        raise ImproperlyConfigured("Set CONN_MAX_AGE=0 when DATABASE_POOL is on.")
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

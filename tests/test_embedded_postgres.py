@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from jobs.testing import database_url
+from jobs.databases import database_url
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from types import FrameType
 from typing import Any
@@ -14,6 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
+
+from jobs.processes import web_server_command, worker_command
 
 
 def port_number(value: str) -> int:
@@ -52,21 +53,9 @@ class Command(BaseCommand):
         connections.close_all()
 
         environment = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
-        python = sys.executable
         children = {
-            "web server": [
-                python,
-                "-m",
-                "uvicorn",
-                "project.asgi:application",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--lifespan",
-                "off",
-            ],
-            "worker": [python, "-m", "django", "procrastinate", "worker"],
+            "web server": web_server_command(host, port),
+            "worker": worker_command(),
         }
         processes = {
             name: subprocess.Popen(

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import random
+from argparse import ArgumentTypeError
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from jobs import benchmarks
+
+
+def at_least(minimum: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            raise ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < minimum:
+            raise ArgumentTypeError(f"must be at least {minimum}")
+        return number
+
+    return parse
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < number <= 3600:
+        raise ArgumentTypeError("must be between 0 and 3600 seconds")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the job API on a scratch database seeded with finished jobs: status "
+        "latency (median, 95th, 99th percentile) and defer requests per second."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--jobs", type=at_least(1000), default=1_000_000, help="Finished jobs to seed."
+        )
+        parser.add_argument(
+            "--requests", type=at_least(100), default=2000, help="Status requests to time."
+        )
+        parser.add_argument(
+            "--seconds", type=positive_float, default=5.0, help="Length of each defer run."
+        )
+        parser.add_argument(
+            "--clients", type=at_least(1), default=4, help="Concurrent defer clients."
+        )
+        parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+        parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        name = f"{connection.settings_dict['NAME']}_bench_api"
+        self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
+        try:
+            with benchmarks.scratch_database(name, keep=options["keep"]) as database:
+                figures = self._run(database, options)
+        except (RuntimeError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        self._report(figures)
+        if options["json"]:
+            options["json"].write_text(json.dumps(figures, indent=2))
+            self.stdout.write(f"Figures written to {options['json']}.")
+
+    def _run(self, database: benchmarks.ScratchDatabase, options: dict[str, Any]) -> dict[str, Any]:
+        jobs = options["jobs"]
+        self.stdout.write(f"Seeding {jobs:,} finished jobs with their events and results...")
+        seed_seconds = benchmarks.seed_finished_jobs(database, jobs)
+        self.stdout.write(f"  seeded in {seed_seconds:.1f} s")
+        token = database.manage("create_api_token", "bench", "--tasks", "jobs.build_report")
+        headers = {
+            "Authorization": f"Bearer {token.strip().splitlines()[-1]}",
+            "Content-Type": "application/json",
+        }
+        figures: dict[str, Any] = {"jobs_seeded": jobs, "seed_seconds": round(seed_seconds, 1)}
+        picker = random.Random(1)
+        # Pooled connections, as in production (DATABASE_POOL is on there by default).
+        with benchmarks.web_server(database, DATABASE_POOL="1") as port:
+            for label, prefix in (("sync", "/api"), ("async", "/api/async")):
+                ids = [picker.randint(1, jobs) for _ in range(options["requests"])]
+                benchmarks.time_requests(
+                    port, [("GET", f"{prefix}/jobs/{i}/", None) for i in ids[:200]], headers
+                )
+                latency, statuses = benchmarks.time_requests(
+                    port, [("GET", f"{prefix}/jobs/{i}/", None) for i in ids], headers
+                )
+                if set(statuses) != {200}:
+                    raise CommandError(f"status requests failed: {sorted(set(statuses))}")
+                figures[f"status_{label}"] = latency.__dict__
+                self.stdout.write(f"  status ({label}) timed")
+
+                def defer(n: int, prefix: str = prefix) -> tuple[str, str, bytes]:
+                    body = {"task": "jobs.build_report", "kwargs": {"report_id": n}}
+                    return ("POST", f"{prefix}/jobs/", json.dumps(body).encode())
+
+                rate, counts = benchmarks.requests_per_second(
+                    port, defer, headers, seconds=options["seconds"], clients=options["clients"]
+                )
+                if set(counts) != {201}:
+                    raise CommandError(f"defer requests failed: {counts}")
+                figures[f"defer_{label}_per_second"] = round(rate, 1)
+                self.stdout.write(f"  defer ({label}) timed")
+        return figures
+
+    def _report(self, figures: dict[str, Any]) -> None:
+        self.stdout.write("")
+        self.stdout.write(f"Job API on {figures['jobs_seeded']:,} finished jobs")
+        self.stdout.write(f"{'endpoint':<28}{'median':>10}{'p95':>10}{'p99':>10}{'max':>10}")
+        for label in ("sync", "async"):
+            row = figures[f"status_{label}"]
+            self.stdout.write(
+                f"{'GET /api' + ('/async' if label == 'async' else '') + '/jobs/<id>/':<28}"
+                f"{row['median_ms']:>8.2f}ms{row['p95_ms']:>8.2f}ms"
+                f"{row['p99_ms']:>8.2f}ms{row['max_ms']:>8.2f}ms"
+            )
+        for label in ("sync", "async"):
+            path = "POST /api" + ("/async" if label == "async" else "") + "/jobs/"
+            self.stdout.write(f"{path:<28}{figures[f'defer_{label}_per_second']:>10.1f} requests/s")
+        verdict = max(figures["status_sync"]["p95_ms"], figures["status_async"]["p95_ms"])
+        style = self.style.SUCCESS if verdict < 20 else self.style.WARNING
+        self.stdout.write(style(f"Status p95 {verdict:.2f} ms (target: under 20 ms)."))
