@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -18,6 +19,7 @@ from procrastinate.contrib.django.admin import ProcrastinateJobAdmin
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs.models import ApiToken, JobResult, Notification, Report
+from jobs.tokens import TokenError, validate_task_names
 
 
 @admin.register(Notification)
@@ -38,11 +40,27 @@ class ReportAdmin(admin.ModelAdmin):
     readonly_fields = ["requested_at", "generated_at", "job_id", "status"]
 
 
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["tasks", "revoked_at"]
+
+    def clean_tasks(self) -> list[str]:
+        tasks = self.cleaned_data["tasks"]
+        if not isinstance(tasks, list) or not all(isinstance(name, str) for name in tasks):
+            raise forms.ValidationError('A JSON list of task names, e.g. ["jobs.build_report"].')
+        try:
+            return validate_task_names(tasks)
+        except TokenError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are created with `manage.py create_api_token` (the clear token is shown once
     there); here they are listed, limited to other tasks, or revoked."""
 
+    form = ApiTokenForm
     list_display = ["name", "key_id", "tasks", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "key_id"]

@@ -79,3 +79,38 @@ def test_procrastinate_models__refuse_orm_writes(job_id: int) -> None:
         ProcrastinateEvent.objects.filter(job_id=job_id).delete()
 
     assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
+
+
+def test_token_admin__lists_and_validates_task_edits(admin_client: Client) -> None:
+    from jobs.models import ApiToken
+    from jobs.tokens import issue_token
+
+    token, _ = issue_token(name="ops", tasks=["jobs.build_report"])
+    url = f"/admin/jobs/apitoken/{token.pk}/change/"
+
+    assert b"ops" in admin_client.get("/admin/jobs/apitoken/").content
+    refused = admin_client.post(
+        url, {"tasks": '["jobs.delete_sent_notifications"]', "revoked_at": ""}
+    )
+    assert refused.status_code == 200
+    assert b"not callable over HTTP" in refused.content
+    assert ApiToken.objects.get().tasks == ["jobs.build_report"]
+
+    accepted = admin_client.post(url, {"tasks": '["jobs.send_notification"]', "revoked_at": ""})
+    assert accepted.status_code == 302
+    assert ApiToken.objects.get().tasks == ["jobs.send_notification"]
+
+
+def test_token_admin__revoke_action(admin_client: Client) -> None:
+    from jobs.models import ApiToken
+    from jobs.tokens import authenticate, issue_token
+
+    token, raw = issue_token(name="old", tasks=["jobs.build_report"])
+
+    response = admin_client.post(
+        "/admin/jobs/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True
+    )
+
+    assert b"Revoked 1 token(s)." in response.content
+    assert ApiToken.objects.get().revoked_at is not None
+    assert authenticate(raw) is None

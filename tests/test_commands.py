@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -58,3 +60,39 @@ def test_create_api_token__refuses_a_duplicate_name() -> None:
 def test_create_api_token__requires_tasks() -> None:
     with pytest.raises(CommandError):
         call_command("create_api_token", "x", "--tasks", " , ", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_api__runs_and_reports_figures(tmp_path: Any) -> None:
+    out = StringIO()
+    report = tmp_path / "figures.json"
+
+    call_command(
+        "bench_api",
+        "--jobs",
+        "1000",
+        "--requests",
+        "100",
+        "--seconds",
+        "0.5",
+        "--clients",
+        "2",
+        "--json",
+        str(report),
+        stdout=out,
+    )
+
+    text = out.getvalue()
+    assert "GET /api/jobs/<id>/" in text
+    assert "requests/s" in text
+    figures = json.loads(report.read_text())
+    assert figures["jobs_seeded"] == 1000
+    assert figures["status_sync"]["count"] == 100
+    assert figures["defer_async_per_second"] > 0
+
+
+def test_bench_api__refuses_bad_arguments() -> None:
+    with pytest.raises(CommandError, match="at least 1000"):
+        call_command("bench_api", "--jobs", "10", stdout=StringIO())
+    with pytest.raises(CommandError, match="between 0 and 3600"):
+        call_command("bench_api", "--seconds", "-1", stdout=StringIO())

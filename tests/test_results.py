@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 from procrastinate.contrib.django.models import ProcrastinateJob
 
@@ -165,3 +166,16 @@ def test_results__shown_on_the_admin_job_page(
     assert b"DoesNotExist" in page.content
     assert b"Traceback" in page.content
     assert b"failed (attempt 1" in page.content
+
+
+def test_results__deleted_with_their_job_by_procrastinate(run_worker: Callable[..., Any]) -> None:
+    from procrastinate.contrib.django import app
+
+    job_id = tasks.delete_sent_notifications.defer(older_than_days=1)
+    run_worker()
+    assert JobResult.objects.filter(job_id=job_id).exists()
+
+    async_to_sync(app.job_manager.delete_old_jobs)(nb_hours=0, include_failed=True)
+
+    assert not ProcrastinateJob.objects.filter(id=job_id).exists()
+    assert not JobResult.objects.filter(job_id=job_id).exists()
