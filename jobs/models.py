@@ -8,6 +8,7 @@ from typing import ClassVar
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.functions import Now
+from django.utils import timezone
 
 
 class NotificationQuerySet(models.QuerySet["Notification"]):
@@ -134,8 +135,13 @@ class JobResult(models.Model):
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
-    def active(self) -> ApiTokenQuerySet:
-        return self.filter(revoked_at__isnull=True)
+    def active(self, *, at: dt.datetime | None = None) -> ApiTokenQuerySet:
+        now = at or timezone.now()
+        return self.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+
+    def expired_before(self, cutoff: dt.datetime) -> ApiTokenQuerySet:
+        """Tokens that expired or were revoked before `cutoff`: kept until then for audit."""
+        return self.filter(models.Q(expires_at__lt=cutoff) | models.Q(revoked_at__lt=cutoff))
 
 
 class ApiToken(models.Model):
@@ -153,6 +159,7 @@ class ApiToken(models.Model):
     tasks = models.JSONField(default=list, help_text="Names of the tasks this token may use.")
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[ApiTokenQuerySet] = ApiTokenQuerySet.as_manager()  # type: ignore[assignment]
@@ -169,3 +176,55 @@ class ApiToken(models.Model):
     def revoke(self, *, at: dt.datetime) -> None:
         self.revoked_at = at
         self.save(update_fields=["revoked_at"])
+
+
+class CommentQuerySet(models.QuerySet["Comment"]):
+    def created_before(self, cutoff: dt.datetime) -> CommentQuerySet:
+        return self.filter(created_at__lt=cutoff)
+
+
+class Comment(models.Model):
+    """User content with a lifetime: comments disappear after JOBS_COMMENT_LIFETIME_HOURS.
+
+    `jobs.delete_expired_comments` (periodic) and `manage.py delete_expired_comments`
+    remove them.
+    """
+
+    author = models.CharField(max_length=100)
+    body = models.TextField()
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
+
+    objects: ClassVar[CommentQuerySet] = CommentQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.author}: {self.body[:40]}"
+
+
+class DailyTaskStatistics(models.Model):
+    """What each task did on one day (UTC), from the job results of that day.
+
+    Computed by `jobs.compute_daily_statistics` for yesterday with `update_or_create`, so
+    computing a day twice leaves the same rows.
+    """
+
+    date = models.DateField()
+    task_name = models.CharField(max_length=128)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    aborted = models.PositiveIntegerField(default=0)
+    mean_duration = models.DurationField(null=True, blank=True)
+    max_duration = models.DurationField(null=True, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "daily task statistics"
+        ordering = ["-date", "task_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["date", "task_name"], name="jobs_daily_stats_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.task_name}"
