@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import smtplib
 
+from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
+from jobs import background_commands, maintenance, retention, stalled
 from jobs.http_tasks import callable_over_http
 from jobs.models import Notification, Report
 
@@ -80,3 +82,119 @@ def delete_sent_notifications(older_than_days: int) -> dict[str, object]:
     cutoff = timezone.now() - dt.timedelta(days=older_than_days)
     deleted, _ = Notification.objects.sent_before(cutoff).delete()
     return {"deleted": deleted}
+
+
+# --- Periodic maintenance -----------------------------------------------------------------
+# procrastinate's workers defer these on schedule: each tick once, however many workers
+# run (its periodic-defers table has a unique key per task and tick). Each task takes the
+# tick's `timestamp` and works from it, not from "now", so a late run computes what its
+# tick meant. `lock` keeps two runs of a task from running at once; `queueing_lock` keeps
+# ticks from piling up behind a slow run (a tick whose predecessor still waits is skipped).
+
+
+# Every 10 minutes.
+@app.periodic(cron="*/10 * * * *", periodic_id="every-10-minutes")
+@app.task(
+    name="jobs.delete_expired_comments",
+    queue=MAINTENANCE_QUEUE,
+    lock="jobs.delete_expired_comments",
+    queueing_lock="jobs.delete_expired_comments",
+    retry=False,  # the next tick catches up
+)
+def delete_expired_comments(timestamp: int) -> dict[str, object]:
+    """Delete comments older than their lifetime (JOBS_COMMENT_LIFETIME_HOURS)."""
+    deleted = maintenance.delete_expired_comments(
+        now=maintenance.from_timestamp(timestamp),
+        lifetime=dt.timedelta(hours=settings.JOBS_COMMENT_LIFETIME_HOURS),
+    )
+    return {"deleted": deleted}
+
+
+# Every day at 03:30 UTC.
+@app.periodic(cron="30 3 * * *", periodic_id="daily")
+@app.task(
+    name="jobs.delete_expired_tokens",
+    queue=MAINTENANCE_QUEUE,
+    lock="jobs.delete_expired_tokens",
+    queueing_lock="jobs.delete_expired_tokens",
+    retry=False,
+)
+def delete_expired_tokens(timestamp: int) -> dict[str, object]:
+    """Delete API tokens expired or revoked more than JOBS_EXPIRED_TOKEN_KEEP_DAYS ago."""
+    deleted = maintenance.delete_expired_tokens(
+        now=maintenance.from_timestamp(timestamp),
+        keep_for=dt.timedelta(days=settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS),
+    )
+    return {"deleted": deleted}
+
+
+# Every day at 00:10 UTC, for the day that just ended.
+@app.periodic(cron="10 0 * * *", periodic_id="daily")
+@app.task(
+    name="jobs.compute_daily_statistics",
+    queue=MAINTENANCE_QUEUE,
+    lock="jobs.compute_daily_statistics",
+    queueing_lock="jobs.compute_daily_statistics",
+    # Safe to repeat (update_or_create); a failed run is worth two more tries.
+    retry=RetryStrategy(max_attempts=2, wait=300),
+)
+def compute_daily_statistics(timestamp: int) -> dict[str, object]:
+    """Store yesterday's per-task statistics; the same day computed twice changes nothing."""
+    tick = maintenance.from_timestamp(timestamp)
+    day = maintenance.day_before(tick)
+    days = maintenance.compute_daily_statistics(day=day, now=tick)
+    return {"date": day.isoformat(), "tasks": len(days)}
+
+
+# Every hour, on the hour.
+@app.periodic(cron="0 * * * *", periodic_id="hourly")
+@app.task(
+    name="jobs.prune_jobs",
+    queue=MAINTENANCE_QUEUE,
+    lock="jobs.prune_jobs",
+    queueing_lock="jobs.prune_jobs",
+    retry=False,
+)
+def prune_jobs(timestamp: int) -> dict[str, object]:
+    """Delete finished jobs (with events and results) past JOBS_RETENTION_HOURS."""
+    pruned = retention.prune_jobs(
+        now=maintenance.from_timestamp(timestamp), hours=settings.JOBS_RETENTION_HOURS
+    )
+    return {item.status: item.jobs for item in pruned}
+
+
+# Every minute.
+@app.periodic(cron="* * * * *", periodic_id="every-minute")
+@app.task(
+    name="jobs.recover_stalled_jobs",
+    queue=MAINTENANCE_QUEUE,
+    lock="jobs.recover_stalled_jobs",
+    queueing_lock="jobs.recover_stalled_jobs",
+    retry=False,
+)
+async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
+    """Retry (or fail, per task policy) jobs whose worker stopped sending heartbeats."""
+    recovered = await stalled.arecover_stalled_jobs(
+        stalled_after=settings.JOBS_STALLED_WORKER_SECONDS
+    )
+    return {
+        "retried": [r.job_id for r in recovered if r.action == "retried"],
+        "failed": [r.job_id for r in recovered if r.action == "failed"],
+    }
+
+
+# Every day at 03:15 UTC: expired sessions, through the generic command runner below.
+# (procrastinate's typing wants `timestamp` as a periodic task's first parameter; this task
+# is deferred from code too, so it takes it last, as an optional keyword.)
+@app.periodic(  # type: ignore[arg-type]
+    cron="15 3 * * *",
+    periodic_id="clear-expired-sessions",
+    task_kwargs={"command": "clear_expired_sessions"},
+)
+@app.task(name="jobs.run_management_command", queue=MAINTENANCE_QUEUE, retry=False)
+def run_management_command(
+    command: str, args: list[str] | None = None, timestamp: int | None = None
+) -> dict[str, object]:
+    """Run an allow-listed management command (JOBS_BACKGROUND_COMMANDS) on the worker."""
+    output = background_commands.run_command(command, list(args or []))
+    return {"command": command, "args": list(args or []), "output": output}

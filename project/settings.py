@@ -199,6 +199,35 @@ JOBS_API_MAX_BODY_BYTES = env_int("JOBS_API_MAX_BODY_BYTES", 64 * 1024, minimum=
 # How far ahead the job API lets a client schedule a job.
 JOBS_API_MAX_SCHEDULE_DAYS = env_int("JOBS_API_MAX_SCHEDULE_DAYS", 365, minimum=1)
 
+# Comments (user content with a lifetime) are deleted this many hours after creation.
+JOBS_COMMENT_LIFETIME_HOURS = env_int("JOBS_COMMENT_LIFETIME_HOURS", 24, minimum=1)
+# Expired or revoked API tokens are kept this many days (for audit), then deleted.
+JOBS_EXPIRED_TOKEN_KEEP_DAYS = env_int("JOBS_EXPIRED_TOKEN_KEEP_DAYS", 30)
+# Retention of finished jobs (with their events and results), in hours, per final status;
+# 0 keeps that status forever. Failures are kept longer: someone may need to read them.
+JOBS_RETENTION_HOURS = {
+    "succeeded": env_int("JOBS_RETENTION_SUCCEEDED_HOURS", 24 * 7),
+    "failed": env_int("JOBS_RETENTION_FAILED_HOURS", 24 * 30),
+    "cancelled": env_int("JOBS_RETENTION_CANCELLED_HOURS", 24 * 7),
+    "aborted": env_int("JOBS_RETENTION_ABORTED_HOURS", 24 * 30),
+}
+# A job is stalled when its worker sent no heartbeat for this long (workers beat every
+# 10 s by default); the recovery task then retries or fails it.
+JOBS_STALLED_WORKER_SECONDS = env_int("JOBS_STALLED_WORKER_SECONDS", 60, minimum=5)
+# Management commands that may run as background jobs (jobs.run_management_command).
+JOBS_BACKGROUND_COMMANDS = env_list(
+    "JOBS_BACKGROUND_COMMANDS",
+    [
+        "clear_expired_sessions",
+        "compute_daily_statistics",
+        "delete_expired_comments",
+        "delete_expired_tokens",
+        "prune_jobs",
+        "recover_stalled_jobs",
+        "run_nightly_maintenance",
+    ],
+)
+
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -259,7 +288,20 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        # procrastinate announces each periodic schedule at every start of every process.
+        "no_periodic_registration": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": lambda record: getattr(record, "action", "") != "registering_periodic_task",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["no_periodic_registration"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "procrastinate": {"level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "INFO")},

@@ -5,46 +5,64 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0002_results_and_tokens'),
+        ("jobs", "0002_results_and_tokens"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Comment',
+            name="Comment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('author', models.CharField(max_length=100)),
-                ('body', models.TextField()),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("author", models.CharField(max_length=100)),
+                ("body", models.TextField()),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(), db_index=True
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='apitoken',
-            name='expires_at',
-            field=models.DateTimeField(blank=True, help_text='Empty: never expires.', null=True),
+            model_name="apitoken",
+            name="expires_at",
+            field=models.DateTimeField(blank=True, help_text="Empty: never expires.", null=True),
         ),
         migrations.CreateModel(
-            name='DailyTaskStatistics',
+            name="DailyTaskStatistics",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('date', models.DateField()),
-                ('task_name', models.CharField(max_length=128)),
-                ('succeeded', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('aborted', models.PositiveIntegerField(default=0)),
-                ('mean_duration', models.DurationField(blank=True, null=True)),
-                ('max_duration', models.DurationField(blank=True, null=True)),
-                ('computed_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("date", models.DateField()),
+                ("task_name", models.CharField(max_length=128)),
+                ("succeeded", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("aborted", models.PositiveIntegerField(default=0)),
+                ("mean_duration", models.DurationField(blank=True, null=True)),
+                ("max_duration", models.DurationField(blank=True, null=True)),
+                ("computed_at", models.DateTimeField()),
             ],
             options={
-                'verbose_name_plural': 'daily task statistics',
-                'ordering': ['-date', 'task_name'],
-                'constraints': [models.UniqueConstraint(fields=('date', 'task_name'), name='jobs_daily_stats_unique')],
+                "verbose_name_plural": "daily task statistics",
+                "ordering": ["-date", "task_name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("date", "task_name"), name="jobs_daily_stats_unique"
+                    )
+                ],
             },
         ),
     ]
