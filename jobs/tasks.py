@@ -183,18 +183,24 @@ async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
     }
 
 
-# Every day at 03:15 UTC: expired sessions, through the generic command runner below.
-# (procrastinate's typing wants `timestamp` as a periodic task's first parameter; this task
-# is deferred from code too, so it takes it last, as an optional keyword.)
-@app.periodic(  # type: ignore[arg-type]
-    cron="15 3 * * *",
-    periodic_id="clear-expired-sessions",
-    task_kwargs={"command": "clear_expired_sessions"},
-)
 @app.task(name="jobs.run_management_command", queue=MAINTENANCE_QUEUE, retry=False)
 def run_management_command(
     command: str, args: list[str] | None = None, timestamp: int | None = None
 ) -> dict[str, object]:
-    """Run an allow-listed management command (JOBS_BACKGROUND_COMMANDS) on the worker."""
+    """Run an allow-listed management command (JOBS_BACKGROUND_COMMANDS) on the worker.
+
+    `timestamp` is given when the scheduler runs it (below); deferred from code or from the
+    admin, it is absent.
+    """
     output = background_commands.run_command(command, list(args or []))
     return {"command": command, "args": list(args or []), "output": output}
+
+
+# Every day at 03:15 UTC: expired sessions, through the generic command runner. (Applied
+# as a call rather than stacked: procrastinate's typing wants a periodic task's first
+# parameter to be `timestamp`, which would hide `command` from type checkers.)
+app.periodic(
+    cron="15 3 * * *",
+    periodic_id="clear-expired-sessions",
+    task_kwargs={"command": "clear_expired_sessions"},
+)(run_management_command)  # type: ignore[arg-type]

@@ -39,7 +39,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from procrastinate import testing
-from procrastinate.contrib.django import app
+from procrastinate.contrib.django import app, procrastinate_app
+from procrastinate.periodic import PeriodicRegistry
 
 from jobs.databases import database_url
 from jobs.processes import worker_command
@@ -86,10 +87,20 @@ class InMemoryQueue:
     connector: testing.InMemoryConnector
 
     def run(self, *, queues: list[str] | None = None) -> None:
-        """Run every job that is due, with procrastinate's worker, until none is left."""
-        app.run_worker(
-            queues=queues, wait=False, install_signal_handlers=False, listen_notify=False
-        )
+        """Run every job that is due, with procrastinate's worker, until none is left.
+
+        Periodic tasks do not tick here (a worker would defer their latest ticks as it
+        starts): test them by calling them with a `timestamp`.
+        """
+        real_app = procrastinate_app.current_app
+        schedules = real_app.periodic_registry
+        real_app.periodic_registry = PeriodicRegistry()
+        try:
+            app.run_worker(
+                queues=queues, wait=False, install_signal_handlers=False, listen_notify=False
+            )
+        finally:
+            real_app.periodic_registry = schedules
 
     def jobs(self, *, status: str | None = None) -> list[dict[str, Any]]:
         rows = sorted(self.connector.jobs.values(), key=lambda row: row["id"])

@@ -9,15 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from procrastinate import JobContext
+from procrastinate import JobContext, RetryStrategy
 from procrastinate.contrib.django import app
 
 from jobs.results import report_progress
 
 
-@app.task(name="tests.wait_for_file", queue="tests", pass_context=True)
-def wait_for_file(context: JobContext, path: str, timeout: float = 30) -> dict[str, str]:
-    """Report half progress, then wait until `path` exists (or an abort is requested)."""
+def _wait_for(context: JobContext, path: str, timeout: float) -> dict[str, str]:
     report_progress(0.5, "waiting for the file")
     deadline = time.monotonic() + timeout
     while not Path(path).exists():
@@ -30,6 +28,24 @@ def wait_for_file(context: JobContext, path: str, timeout: float = 30) -> dict[s
         time.sleep(0.05)
     report_progress(1.0, "done")
     return {"found": path}
+
+
+# One retry allowed: a job of this task left stalled by a dead worker is retried.
+@app.task(
+    name="tests.wait_for_file",
+    queue="tests",
+    pass_context=True,
+    retry=RetryStrategy(max_attempts=1),
+)
+def wait_for_file(context: JobContext, path: str, timeout: float = 30) -> dict[str, str]:
+    """Report half progress, then wait until `path` exists (or an abort is requested)."""
+    return _wait_for(context, path, timeout)
+
+
+# No retry: a job of this task left stalled by a dead worker is marked failed.
+@app.task(name="tests.wait_for_file_once", queue="tests", pass_context=True)
+def wait_for_file_once(context: JobContext, path: str, timeout: float = 30) -> dict[str, str]:
+    return _wait_for(context, path, timeout)
 
 
 @app.task(name="tests.return_unserializable", queue="tests")

@@ -1,0 +1,68 @@
+"""Two staff pages in the admin that have no model behind them: the periodic schedule
+(read-only) and a form that defers an allow-listed management command as a job."""
+
+from __future__ import annotations
+
+import shlex
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from jobs import background_commands, tasks
+from jobs.periodic import periodic_overview
+
+
+def periodic_tasks(request: HttpRequest) -> HttpResponse:
+    context = {
+        **admin.site.each_context(request),
+        "title": "Periodic tasks",
+        "overview": periodic_overview(now=timezone.now()),
+    }
+    return TemplateResponse(request, "admin/jobs/periodic_tasks.html", context)
+
+
+class RunCommandForm(forms.Form):
+    command = forms.ChoiceField(choices=())
+    arguments = forms.CharField(
+        required=False, help_text="As on a command line, e.g. --dry-run --days 3"
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["command"].choices = [  # type: ignore[attr-defined]
+            (name, name) for name in background_commands.allowed_commands()
+        ]
+
+    def clean(self) -> dict[str, object]:
+        cleaned = super().clean() or {}
+        try:
+            args = shlex.split(cleaned.get("arguments") or "")
+        except ValueError as exc:
+            raise forms.ValidationError(f"Arguments: {exc}.") from exc
+        try:
+            background_commands.check_command(str(cleaned.get("command", "")), args)
+        except background_commands.CommandNotAllowed as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        cleaned["args"] = args
+        return cleaned
+
+
+@permission_required("jobs.manage_job", raise_exception=True)
+def run_command(request: HttpRequest) -> HttpResponse:
+    form = RunCommandForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        command, args = form.cleaned_data["command"], form.cleaned_data["args"]
+        job_id = tasks.run_management_command.defer(command=command, args=args)
+        messages.success(request, f"Deferred job #{job_id}: {command} {' '.join(args)}".strip())
+        return redirect("admin:procrastinate_procrastinatejob_change", job_id)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Run a maintenance command",
+        "form": form,
+    }
+    return TemplateResponse(request, "admin/jobs/run_command.html", context)

@@ -1,0 +1,262 @@
+"""Maintenance commands through call_command: dry runs change nothing, real runs change
+exactly what they announced, runs again are harmless, bad arguments fail clearly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.sessions.models import Session
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+from procrastinate.contrib.django.models import ProcrastinateJob
+
+from jobs import tasks
+from jobs.maintenance import from_timestamp
+from jobs.models import ApiToken, Comment, DailyTaskStatistics, JobResult
+from jobs.tokens import issue_token
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def number(pattern: str, text: str) -> int:
+    match = re.search(pattern, text)
+    assert match, text
+    return int(match.group(1))
+
+
+def make_comments(now: dt.datetime, ages_in_hours: list[float]) -> None:
+    for age in ages_in_hours:
+        Comment.objects.create(author="x", body="y", created_at=now - dt.timedelta(hours=age))
+
+
+def test_delete_expired_comments__dry_run_then_run_then_again() -> None:
+    now = timezone.now()
+    make_comments(now, [1, 23, 25, 48, 100])
+
+    dry = run("delete_expired_comments", "--dry-run")
+    assert number(r"Would delete (\d+) comment", dry) == 3
+    assert Comment.objects.count() == 5
+
+    real = run("delete_expired_comments", "--batch-size", "2")
+    assert number(r"Deleted (\d+) comment", real) == 3
+    assert "2 deleted so far" in real  # progress per batch
+    assert Comment.objects.count() == 2
+
+    assert number(r"Deleted (\d+) comment", run("delete_expired_comments")) == 0
+    assert Comment.objects.count() == 2
+
+
+def test_delete_expired_comments__hours_option_and_bad_values() -> None:
+    now = timezone.now()
+    make_comments(now, [1, 3])
+    assert number(r"Deleted (\d+)", run("delete_expired_comments", "--hours", "2")) == 1
+    for bad in (["--hours", "0"], ["--hours", "soon"], ["--batch-size", "-5"]):
+        with pytest.raises(CommandError, match=r"at least|not a whole number"):
+            run("delete_expired_comments", *bad)
+
+
+def test_delete_expired_comments__periodic_task_uses_its_timestamp() -> None:
+    now = timezone.now()
+    make_comments(now, [1, 30])
+    a_day_ago = int((now - dt.timedelta(days=1)).timestamp())
+
+    # A tick from a day ago sees the 30-hour-old comment as 6 hours old: nothing expires.
+    assert tasks.delete_expired_comments(timestamp=a_day_ago) == {"deleted": 0}
+    assert tasks.delete_expired_comments(timestamp=int(now.timestamp())) == {"deleted": 1}
+
+
+def test_clear_expired_sessions__dry_run_then_run() -> None:
+    now = timezone.now()
+    for key, delta in (("a", -1), ("b", -2), ("c", 5)):
+        Session.objects.create(
+            session_key=key, session_data="", expire_date=now + dt.timedelta(days=delta)
+        )
+
+    assert number(r"Would delete (\d+)", run("clear_expired_sessions", "--dry-run")) == 2
+    assert Session.objects.count() == 3
+    assert number(r"Deleted (\d+)", run("clear_expired_sessions")) == 2
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["c"]
+
+
+def test_clear_expired_sessions__runs_as_a_background_command() -> None:
+    Session.objects.create(
+        session_key="old", session_data="", expire_date=timezone.now() - dt.timedelta(days=1)
+    )
+
+    result = tasks.run_management_command(command="clear_expired_sessions")
+
+    assert "Deleted 1 expired session" in str(result["output"])
+    assert not Session.objects.exists()
+
+
+def test_delete_expired_tokens__keeps_active_and_recent() -> None:
+    now = timezone.now()
+    issue_token(name="active", tasks=["jobs.build_report"])
+    old, _ = issue_token(name="old-revoked", tasks=["jobs.build_report"])
+    old.revoke(at=now - dt.timedelta(days=40))
+    recent, _ = issue_token(name="recently-expired", tasks=["jobs.build_report"])
+    ApiToken.objects.filter(pk=recent.pk).update(expires_at=now - dt.timedelta(days=2))
+
+    assert number(r"Would delete (\d+)", run("delete_expired_tokens", "--dry-run")) == 1
+    assert ApiToken.objects.count() == 3
+    assert number(r"Deleted (\d+)", run("delete_expired_tokens")) == 1
+    assert set(ApiToken.objects.values_list("name", flat=True)) == {"active", "recently-expired"}
+    assert number(r"Deleted (\d+)", run("delete_expired_tokens", "--days", "1")) == 1
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["active"]
+
+
+def test_expired_token__is_refused() -> None:
+    from jobs.tokens import authenticate
+
+    token, raw = issue_token(name="short", tasks=["jobs.build_report"])
+    assert authenticate(raw) == token
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert authenticate(raw) is None
+
+
+def add_result(task_name: str, status: str, finished_at: dt.datetime, seconds: float) -> None:
+    job_id = tasks.build_report.defer(report_id=1)
+    JobResult.objects.create(
+        job_id=job_id,
+        task_name=task_name,
+        status=status,
+        attempt=1,
+        started_at=finished_at - dt.timedelta(seconds=seconds),
+        finished_at=finished_at,
+        duration=dt.timedelta(seconds=seconds),
+    )
+
+
+def test_compute_daily_statistics__idempotent_for_a_given_date() -> None:
+    day = dt.date(2026, 3, 1)
+    noon = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    add_result("jobs.build_report", "succeeded", noon, 2)
+    add_result("jobs.build_report", "succeeded", noon, 4)
+    add_result("jobs.build_report", "failed", noon, 1)
+    add_result("jobs.send_notification", "succeeded", noon, 1)
+    add_result("jobs.send_notification", "succeeded", noon + dt.timedelta(days=1), 1)  # next day
+
+    dry = run("compute_daily_statistics", "--date", "2026-03-01", "--dry-run")
+    assert "Would store statistics of 2 task(s)" in dry
+    assert not DailyTaskStatistics.objects.exists()
+
+    run("compute_daily_statistics", "--date", "2026-03-01")
+    first = list(
+        DailyTaskStatistics.objects.values("task_name", "succeeded", "failed", "mean_duration")
+    )
+    run("compute_daily_statistics", "--date", "2026-03-01")
+    second = list(
+        DailyTaskStatistics.objects.values("task_name", "succeeded", "failed", "mean_duration")
+    )
+
+    assert first == second
+    report = DailyTaskStatistics.objects.get(date=day, task_name="jobs.build_report")
+    assert (report.succeeded, report.failed) == (2, 1)
+    assert report.mean_duration == dt.timedelta(seconds=7 / 3)
+    assert DailyTaskStatistics.objects.count() == 2
+
+
+def test_compute_daily_statistics__periodic_task_computes_the_day_before_its_tick() -> None:
+    add_result("jobs.build_report", "succeeded", dt.datetime(2026, 3, 1, 23, 59, tzinfo=dt.UTC), 1)
+    tick = int(dt.datetime(2026, 3, 2, 0, 10, tzinfo=dt.UTC).timestamp())
+
+    assert tasks.compute_daily_statistics(timestamp=tick) == {"date": "2026-03-01", "tasks": 1}
+    assert tasks.compute_daily_statistics(timestamp=tick) == {"date": "2026-03-01", "tasks": 1}
+    assert DailyTaskStatistics.objects.get().date == dt.date(2026, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--date", "yesterday"], "not a date"),
+        (["--date", "2026-02-30"], "not a date"),
+        (["--date", "2999-01-01"], "has not ended yet"),
+    ],
+)
+def test_compute_daily_statistics__bad_dates(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run("compute_daily_statistics", *args)
+
+
+def test_run_management_command__refuses_commands_outside_the_allow_list() -> None:
+    from jobs.background_commands import CommandNotAllowed
+
+    with pytest.raises(CommandNotAllowed, match="not allowed"):
+        tasks.run_management_command(command="flush", args=["--noinput"])
+    with pytest.raises(CommandNotAllowed, match="list of strings"):
+        tasks.run_management_command(command="prune_jobs", args=[3])  # type: ignore[list-item]
+
+
+def test_run_nightly_maintenance__dry_run_runs_every_step_and_changes_nothing() -> None:
+    make_comments(timezone.now(), [48])
+
+    out = run("run_nightly_maintenance", "--dry-run")
+
+    for step in (
+        "recover_stalled_jobs",
+        "prune_jobs",
+        "delete_expired_comments",
+        "delete_expired_tokens",
+        "clear_expired_sessions",
+        "compute_daily_statistics",
+    ):
+        assert f"{step}:" in out
+    assert "Would delete 1 comment" in out
+    assert Comment.objects.count() == 1
+    assert "Nightly maintenance done (6 steps)." in out
+
+
+def test_list_periodic_tasks__schedules_in_words() -> None:
+    out = run("list_periodic_tasks")
+
+    assert "jobs.delete_expired_comments [every-10-minutes]" in out
+    assert "Every 10 minutes" in out
+    assert "jobs.prune_jobs [hourly]" in out
+    assert "jobs.run_management_command [clear-expired-sessions]" in out
+    assert "At 03:15" in out
+    assert "never deferred" in out
+
+
+def test_prune_jobs__bad_arguments() -> None:
+    with pytest.raises(CommandError, match="needs --status"):
+        run("prune_jobs", "--older-than-hours", "2")
+    with pytest.raises(CommandError, match="invalid choice"):
+        run("prune_jobs", "--status", "todo")
+
+
+def test_periodic_admin_page__lists_schedules_for_staff(admin_client: Any, client: Any) -> None:
+    page = admin_client.get("/admin/jobs/periodic-tasks/")
+    assert page.status_code == 200
+    assert b"Every 10 minutes" in page.content
+    assert b"jobs.recover_stalled_jobs" in page.content
+    assert client.get("/admin/jobs/periodic-tasks/").status_code == 302
+
+
+def test_run_command_admin_page__defers_an_allowed_command(admin_client: Any) -> None:
+    refused = admin_client.post("/admin/jobs/run-command/", {"command": "flush", "arguments": ""})
+    assert refused.status_code == 200
+    assert not ProcrastinateJob.objects.exists()
+
+    response = admin_client.post(
+        "/admin/jobs/run-command/", {"command": "prune_jobs", "arguments": "--dry-run"}
+    )
+
+    job = ProcrastinateJob.objects.get()
+    assert response.status_code == 302
+    assert job.task_name == "jobs.run_management_command"
+    assert job.args == {"command": "prune_jobs", "args": ["--dry-run"]}
+
+
+def test_from_timestamp__is_utc() -> None:
+    assert from_timestamp(0) == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
