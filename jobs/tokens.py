@@ -43,7 +43,9 @@ def validate_task_names(names: Iterable[str]) -> list[str]:
     return cleaned
 
 
-def issue_token(*, name: str, tasks: Iterable[str]) -> tuple[ApiToken, str]:
+def issue_token(
+    *, name: str, tasks: Iterable[str], expires_at: dt.datetime | None = None
+) -> tuple[ApiToken, str]:
     """Create a token; return the row and the clear token, which is never stored."""
     name = name.strip()
     if not name:
@@ -55,7 +57,7 @@ def issue_token(*, name: str, tasks: Iterable[str]) -> tuple[ApiToken, str]:
     raw = f"{ApiToken.PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         token = ApiToken.objects.create(
-            name=name, key_id=key_id, key_hash=_hash(raw), tasks=task_names
+            name=name, key_id=key_id, key_hash=_hash(raw), tasks=task_names, expires_at=expires_at
         )
     return token, raw
 

@@ -57,6 +57,28 @@ def test_create_api_token__refuses_a_duplicate_name() -> None:
     assert ApiToken.objects.count() == 1
 
 
+def test_create_api_token__with_expiry() -> None:
+    out = StringIO()
+
+    call_command(
+        "create_api_token",
+        "temp",
+        "--tasks",
+        "jobs.build_report",
+        "--expires-in-days",
+        "7",
+        stdout=out,
+    )
+
+    token = ApiToken.objects.get()
+    assert token.expires_at is not None
+    assert "It expires on" in out.getvalue()
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command(
+            "create_api_token", "x", "--tasks", "jobs.build_report", "--expires-in-days", "0"
+        )
+
+
 def test_create_api_token__requires_tasks() -> None:
     with pytest.raises(CommandError):
         call_command("create_api_token", "x", "--tasks", " , ", stdout=StringIO())

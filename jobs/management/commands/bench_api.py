@@ -10,19 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from jobs import benchmarks
-
-
-def at_least(minimum: int) -> Any:
-    def parse(value: str) -> int:
-        try:
-            number = int(value.replace("_", ""))
-        except ValueError:
-            raise ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if number < minimum:
-            raise ArgumentTypeError(f"must be at least {minimum}")
-        return number
-
-    return parse
+from jobs.management.arguments import whole_number
 
 
 def positive_float(value: str) -> float:
@@ -43,16 +31,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--jobs", type=at_least(1000), default=1_000_000, help="Finished jobs to seed."
+            "--jobs", type=whole_number(1000), default=1_000_000, help="Finished jobs to seed."
         )
         parser.add_argument(
-            "--requests", type=at_least(100), default=2000, help="Status requests to time."
+            "--requests", type=whole_number(100), default=2000, help="Status requests to time."
         )
         parser.add_argument(
             "--seconds", type=positive_float, default=5.0, help="Length of each defer run."
         )
         parser.add_argument(
-            "--clients", type=at_least(1), default=4, help="Concurrent defer clients."
+            "--clients", type=whole_number(1), default=4, help="Concurrent defer clients."
         )
         parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
         parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
+from jobs.management.arguments import whole_number
 from jobs.tokens import TokenError, issue_token
 
 
@@ -25,14 +28,27 @@ class Command(BaseCommand):
             required=True,
             help="Comma-separated names of HTTP-callable tasks, e.g. jobs.send_notification",
         )
+        parser.add_argument(
+            "--expires-in-days",
+            type=whole_number(1, 3650),
+            default=None,
+            help="Days until the token stops working (default: never).",
+        )
 
-    def handle(self, *args: Any, name: str, tasks: list[str], **options: Any) -> None:
+    def handle(
+        self, *args: Any, name: str, tasks: list[str], expires_in_days: int | None, **options: Any
+    ) -> None:
+        expires_at = None
+        if expires_in_days is not None:
+            expires_at = timezone.now() + dt.timedelta(days=expires_in_days)
         try:
-            token, raw = issue_token(name=name, tasks=tasks)
+            token, raw = issue_token(name=name, tasks=tasks, expires_at=expires_at)
         except TokenError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(f"Token {token.name!r} created for: {', '.join(token.tasks)}.")
         )
+        if token.expires_at is not None:
+            self.stdout.write(f"It expires on {token.expires_at:%Y-%m-%d %H:%M} UTC.")
         self.stdout.write("Copy it now; it is stored hashed and will not be shown again:")
         self.stdout.write(raw)
