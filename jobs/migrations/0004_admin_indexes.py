@@ -2,10 +2,8 @@
 
 They go on procrastinate's tables, built with CREATE INDEX CONCURRENTLY so that adding
 them to a live queue never blocks deferring or fetching jobs (hence `atomic = False`).
-Django's `AddIndexConcurrently` cannot do it: it only touches models of the migration's
-own app, and skips unmanaged models such as procrastinate's. `CreateIndexConcurrently`
-below does the same SQL, and also recovers from an interrupted build: CONCURRENTLY leaves
-an INVALID index behind when it fails, which a plain `IF NOT EXISTS` would keep forever.
+Django's `AddIndexConcurrently` cannot do it (it skips unmanaged models such as
+procrastinate's): see `jobs/migration_operations.py`.
 
 What each index serves:
 
@@ -14,8 +12,8 @@ What each index serves:
   and the waiting jobs per queue on the dashboard (status = 'todo').
 - jobs_job_lock, jobs_job_queueing_lock: search by lock or queueing lock, exact or prefix
   (text_pattern_ops makes LIKE 'abc%' use the index whatever the database's collation).
-- jobs_event_type_at: everything that reads events by time: throughput per minute, recent
-  failures, waiting and run time samples, and the date filters (mapped to job ids).
+- jobs_event_type_at: everything that reads events by time: throughput per minute, waiting
+  and run time samples, the event list by type, and the date filters (mapped to job ids).
 
 The extended statistics `jobs_job_queue_status` let PostgreSQL's ANALYZE keep the most
 common (queue, status) pairs with their frequencies: the dashboard and the metrics read
@@ -24,54 +22,9 @@ them to estimate the number of finished jobs per queue without counting millions
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import migrations
-from django.db.migrations.operations.base import Operation
 
-
-class CreateIndexConcurrently(Operation):
-    """CREATE INDEX CONCURRENTLY `name` ON `definition`, unless a valid one exists."""
-
-    reduces_to_sql = True
-    reversible = True
-    atomic = False
-
-    def __init__(self, name: str, definition: str) -> None:
-        self.name = name
-        self.definition = definition
-
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        return (self.__class__.__qualname__, [], {"name": self.name, "definition": self.definition})
-
-    def state_forwards(self, app_label: str, state: Any) -> None:
-        pass  # procrastinate's models are unmanaged: no state to change
-
-    def database_forwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        create = f"CREATE INDEX CONCURRENTLY {self.name} ON {self.definition}"
-        if schema_editor.collect_sql:  # sqlmigrate: show the statement, look at nothing
-            schema_editor.execute(create)
-            return
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [self.name]
-            )
-            row = cursor.fetchone()
-        if row is not None and row[0]:
-            return
-        if row is not None:  # left INVALID by an interrupted build
-            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self.name}")
-        schema_editor.execute(create)
-
-    def database_backwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self.name}")
-
-    def describe(self) -> str:
-        return f"Create index {self.name} concurrently"
+from jobs.migration_operations import CreateIndexConcurrently
 
 
 class Migration(migrations.Migration):
