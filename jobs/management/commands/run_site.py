@@ -1,11 +1,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import time
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from jobs.processes import web_server_command, worker_command
+from jobs.processes import ProcessGroup, web_server_command, worker_command
 
 
 def port_number(value: str) -> int:
@@ -52,36 +48,27 @@ class Command(BaseCommand):
         # Children open their own connections; this process needs none while it waits.
         connections.close_all()
 
-        environment = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
-        children = {
-            "web server": web_server_command(host, port),
-            "worker": worker_command(),
-        }
-        processes = {
-            name: subprocess.Popen(
-                command,
-                cwd=settings.BASE_DIR,
-                env=environment,
-                # Their own process group: Ctrl-C reaches only this command, which then
-                # stops the web server first and lets the worker finish its jobs.
-                start_new_session=True,
-            )
-            for name, command in children.items()
-        }
-        stop_requests: list[int] = []
+        announced: list[bool] = []
 
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop_requests.append(signum)
+        def announce() -> None:
+            if not announced and self._accepts_connections(host, port):
+                shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::"} else host
+                self.stdout.write(
+                    self.style.SUCCESS(f"Site running at http://{shown}:{port}/")
+                    + f"  (admin: http://{shown}:{port}/admin/). Press Ctrl-C to stop."
+                )
+                self.stdout.flush()
+                announced.append(True)
 
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            failure = self._supervise(processes, host, port, stop_requests)
-        finally:
-            self._stop(processes, stop_requests)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        graceful = float(settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"])
+        group = ProcessGroup(
+            {"web server": web_server_command(host, port), "worker": worker_command()},
+            cwd=settings.BASE_DIR,
+            env=dict(os.environ),
+            stop_timeout=graceful + self.stop_margin,
+            log=self.stderr.write,
+        )
+        failure = group.run(on_tick=announce)
         if failure:
             raise CommandError(failure)
         self.stdout.write(self.style.SUCCESS("Web server and worker stopped."))
@@ -108,31 +95,6 @@ class Command(BaseCommand):
                 "`python3 scripts/dev.py manage createsuperuser`."
             )
 
-    def _supervise(
-        self,
-        processes: dict[str, subprocess.Popen[bytes]],
-        host: str,
-        port: int,
-        stop_requests: list[int],
-    ) -> str | None:
-        """Wait until a stop is requested or a child dies; announce the URL once it serves."""
-        announced = False
-        while not stop_requests:
-            for name, process in processes.items():
-                code = process.poll()
-                if code is not None:
-                    return f"The {name} exited unexpectedly (exit code {code})."
-            if not announced and self._accepts_connections(host, port):
-                shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::"} else host
-                self.stdout.write(
-                    self.style.SUCCESS(f"Site running at http://{shown}:{port}/")
-                    + f"  (admin: http://{shown}:{port}/admin/). Press Ctrl-C to stop."
-                )
-                self.stdout.flush()
-                announced = True
-            time.sleep(0.2)
-        return None
-
     @staticmethod
     def _accepts_connections(host: str, port: int) -> bool:
         target = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
@@ -141,22 +103,3 @@ class Command(BaseCommand):
                 return True
         except OSError:
             return False
-
-    def _stop(
-        self, processes: dict[str, subprocess.Popen[bytes]], stop_requests: list[int]
-    ) -> None:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        graceful = float(
-            settings.PROCRASTINATE_WORKER_DEFAULTS.get("shutdown_graceful_timeout", 30)
-        )
-        deadline = time.monotonic() + graceful + self.stop_margin
-        for name, process in processes.items():
-            # A second Ctrl-C means "now": kill whatever is left.
-            while process.poll() is None and time.monotonic() < deadline and len(stop_requests) < 2:
-                time.sleep(0.1)
-            if process.poll() is None:
-                self.stderr.write(f"The {name} did not stop in time; killing it.")
-                process.kill()
-                process.wait()

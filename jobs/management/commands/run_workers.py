@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+import re
+import socket
+from argparse import ArgumentTypeError
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from jobs.management.arguments import whole_number
+from jobs.processes import ProcessGroup, worker_command
+
+QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+DELETE_JOBS = ("never", "successful", "always")
+
+
+def queue_list(value: str) -> list[str]:
+    queues = [queue.strip() for queue in value.split(",") if queue.strip()]
+    for queue in queues:
+        if not QUEUE.match(queue):
+            raise ArgumentTypeError(f"{queue!r} is not a queue name")
+    if not queues:
+        raise ArgumentTypeError("give at least one queue, or leave --queues out for all")
+    return queues
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 <= number <= 86_400:
+        raise ArgumentTypeError("must be between 0 and 86400 seconds")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Start this machine's set of procrastinate worker processes (the recommended "
+        "production setup), restart any that crash, and stop them gracefully on SIGTERM."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--processes",
+            type=whole_number(1, 256),
+            default=os.cpu_count() or 1,
+            help="Worker processes (default: one per CPU core).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=whole_number(1, 1000),
+            default=4,
+            help="Jobs each process runs at once (async tasks on its event loop, sync "
+            "tasks in threads). Default 4.",
+        )
+        parser.add_argument(
+            "--queues", type=queue_list, default=None, help="Comma-separated queues (default: all)."
+        )
+        parser.add_argument(
+            "--name",
+            default=socket.gethostname(),
+            help="Prefix of the worker names, shown in results (default: the host name).",
+        )
+        parser.add_argument(
+            "--shutdown-graceful-timeout",
+            type=seconds,
+            default=None,
+            help="Seconds running jobs get to finish after SIGTERM (default: the setting).",
+        )
+        parser.add_argument(
+            "--delete-jobs",
+            choices=DELETE_JOBS,
+            default="never",
+            help="Delete jobs when they finish (their results go too). Default: keep them "
+            "for the retention task.",
+        )
+        parser.add_argument(
+            "--fetch-job-polling-interval",
+            type=seconds,
+            default=None,
+            help="Fallback polling interval in seconds (LISTEN/NOTIFY wakes workers anyway).",
+        )
+        parser.add_argument(
+            "--no-listen-notify",
+            action="store_true",
+            help="Poll only (for a pooler in transaction mode).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        graceful = options["shutdown_graceful_timeout"]
+        if graceful is None:
+            graceful = float(settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"])
+        common = [
+            "--concurrency",
+            str(options["concurrency"]),
+            "--shutdown-graceful-timeout",
+            str(graceful),
+            "--delete-jobs",
+            options["delete_jobs"],
+        ]
+        if options["queues"]:
+            common += ["--queues", ",".join(options["queues"])]
+        if options["fetch_job_polling_interval"] is not None:
+            common += ["--fetch-job-polling-interval", str(options["fetch_job_polling_interval"])]
+        if options["no_listen_notify"]:
+            common.append("--no-listen-notify")
+        commands = {
+            f"{options['name']}-{number}": worker_command(
+                "--name", f"{options['name']}-{number}", *common
+            )
+            for number in range(1, options["processes"] + 1)
+        }
+        # Sync tasks run in threads whose connections must be reused: the pool does that.
+        env = {**os.environ}
+        env.setdefault("DATABASE_POOL", "1")
+        if env.get("CONN_MAX_AGE", "0") not in ("", "0") and env["DATABASE_POOL"] not in (
+            "0",
+            "false",
+        ):
+            raise CommandError(
+                "Unset CONN_MAX_AGE or set DATABASE_POOL=0: they exclude each other."
+            )
+        queues = ", ".join(options["queues"]) if options["queues"] else "all queues"
+        self.stdout.write(
+            f"Starting {options['processes']} worker process(es), concurrency "
+            f"{options['concurrency']} each, on {queues}; Ctrl-C or SIGTERM stops them."
+        )
+        self.stdout.flush()
+        connections.close_all()
+        group = ProcessGroup(
+            commands,
+            cwd=settings.BASE_DIR,
+            env=env,
+            stop_timeout=graceful + 10,
+            restart=True,
+            log=self.stderr.write,
+        )
+        failure = group.run()
+        if failure:
+            raise CommandError(failure)
+        self.stdout.write(self.style.SUCCESS("All worker processes stopped."))
