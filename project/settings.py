@@ -227,6 +227,16 @@ JOBS_BACKGROUND_COMMANDS = env_list(
         "run_nightly_maintenance",
     ],
 )
+# Inspecting the queue. The dashboard's charts cover this many hours, and the page
+# refreshes itself this often. Workers count as live (dashboard, /health/, metrics) while
+# their heartbeat is younger than JOBS_STALLED_WORKER_SECONDS.
+JOBS_DASHBOARD_HOURS = env_int("JOBS_DASHBOARD_HOURS", 3, minimum=1)
+JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
+# Bearer token Prometheus sends to /metrics/; unset, only logged-in staff with the view
+# permission on jobs may read the metrics.
+JOBS_METRICS_TOKEN = os.environ.get("JOBS_METRICS_TOKEN", "").strip()
+# The metrics' histograms and recent failures cover this many seconds before each scrape.
+JOBS_METRICS_WINDOW_SECONDS = env_int("JOBS_METRICS_WINDOW_SECONDS", 300, minimum=10)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
