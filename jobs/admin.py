@@ -1,23 +1,38 @@
-"""Admin for the project's models, and procrastinate's job admin with results added.
+"""Admin for the project's models, and for procrastinate's jobs and events.
 
-procrastinate's own admin (registered by its Django app) shows job and event rows
-read-only; its actions go through procrastinate's job manager. The job page here also
-shows the job's result (jobs.results).
+procrastinate's own job admin is replaced: it counts, filters and searches in ways that
+read the whole table on every page (see jobs/job_list.py), which takes seconds at millions
+of jobs. The job and event admins here are read-only, stay fast at that scale, show a
+job's timeline, arguments and result, and act on jobs only through procrastinate's API
+(jobs/job_actions.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin import helpers
+from django.contrib.admin.options import ShowFacets
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, QuerySet, TextField
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Cast, Left, Length
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from procrastinate.contrib.django.admin import ProcrastinateJobAdmin
-from procrastinate.contrib.django.models import ProcrastinateJob
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
+from jobs import job_actions, job_list
+from jobs.charts import relative
 from jobs.models import ApiToken, JobResult, Notification, Report
 from jobs.tokens import TokenError, validate_task_names
 
@@ -81,52 +96,329 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {len(tokens)} token(s).", messages.SUCCESS)
 
 
+# --- procrastinate's jobs and events: read-only, fast on millions of rows ----------------
+
 admin.site.unregister(ProcrastinateJob)
+
+ARGS_PREVIEW_CHARS = 120  # in the list
+ARGS_PAGE_CHARS = 20_000  # on the job page; beyond, the arguments are shortened
+VALUE_PAGE_CHARS = 20_000  # return values, likewise
+# At most this many jobs per action: "select all" may cover millions.
+ACTION_LIMIT = 1000
+BOTH_PAGES = [admin.ActionLocation.CHANGE_LIST, admin.ActionLocation.CHANGE_FORM]
+# Event types that make a job due, and those that end an attempt, to name the intervals.
+_DUE_EVENTS = {"deferred", "scheduled", "deferred_for_retry", "retried"}
+_END_EVENTS = {"succeeded", "failed", "aborted", "deferred_for_retry", "cancelled"}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _moment(at: dt.datetime | None) -> str:
+    if at is None:
+        return "-"
+    return timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(value: float) -> str:
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.2f} s"
+    return f"{value / 60:.1f} min"
+
+
+def _shortened(text: str, limit: int, total: int | None = None) -> SafeString:
+    """`text` in a scrolling <pre>, cut at `limit` characters with a note of what is left."""
+    total = len(text) if total is None else total
+    note = ""
+    if total > limit:
+        note = format_html(
+            '<p class="jobs-shortened">Shortened: {} of {} characters shown.</p>',
+            f"{limit:,}",
+            f"{total:,}",
+        )
+    return format_html('<pre class="jobs-pre">{}</pre>{}', text[:limit], note)
+
+
+def status_badge(status: str) -> SafeString:
+    return format_html('<span class="jobs-status jobs-status-{}">{}</span>', status, status)
+
+
+class QueueTableAdmin(admin.ModelAdmin):
+    """Read-only, and no query that reads the whole table on a page load."""
+
+    paginator = job_list.CappedPaginator
+    show_full_result_count = False  # an exact count of the whole table
+    show_facets = ShowFacets.NEVER  # a count per filter choice
+    # Rendering a row costs more than reading it: 50 keep a page well under 100 ms.
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        paginator = job_list.CappedPaginator(queryset, per_page, orphans, allow_empty_first_page)
+        paginator.noun = str(self.opts.verbose_name_plural)
+        return paginator
+
+    def action_checkbox(self, obj: Any) -> SafeString:
+        # Django labels the checkbox with str(obj) (for a job, procrastinate's call string
+        # with every argument, read row by row) and renders a widget template per row.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select {}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            obj.pk,
+        )
+
+    class Media:
+        css = {"all": ["jobs/admin.css"]}
+
+
+class RescheduleForm(forms.Form):
+    run_at = forms.DateTimeField(
+        label="Run at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="In the site's time zone. A time in the past runs the jobs now.",
+    )
 
 
 @admin.register(ProcrastinateJob)
-class JobAdmin(ProcrastinateJobAdmin):
-    """procrastinate's job admin, with the job's result on its page."""
-
-    fields = [
-        *ProcrastinateJobAdmin.fields,
+class JobAdmin(QueueTableAdmin):
+    list_display = [
+        "id",
+        "task",
+        "status_label",
+        "queue_name",
+        "attempts",
+        "deferred",
+        "last_event",
+        "outcome",
+        "arguments_preview",
+    ]
+    list_display_links = ["id"]
+    # Sorting by another column would sort the whole table.
+    sortable_by = ["id"]
+    ordering = ["-id"]
+    list_filter = [
+        job_list.StatusFilter,
+        job_list.QueueFilter,
+        job_list.TaskFilter,
+        job_list.DeferredFilter,
+    ]
+    search_fields = ["id"]  # shows the search box; get_search_results does the work
+    search_help_text = (
+        "A job id, a task name (or its last part, e.g. build_report), or the beginning of "
+        "a lock or queueing lock."
+    )
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "task_name",
+                    "status_label",
+                    "queue_name",
+                    "priority",
+                    "attempts",
+                    "lock",
+                    "queueing_lock",
+                    "scheduled_at",
+                    "abort_requested",
+                    "worker",
+                ]
+            },
+        ),
+        ("Arguments", {"fields": ["arguments"]}),
+        ("Timeline", {"fields": ["timeline"]}),
+        (
+            "Result of the last attempt",
+            {
+                "fields": [
+                    "result_status",
+                    "result_timing",
+                    "result_progress",
+                    "result_value",
+                    "result_error",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
+        "status_label",
+        "worker",
+        "arguments",
+        "timeline",
         "result_status",
         "result_timing",
         "result_progress",
         "result_value",
         "result_error",
     ]
+    actions = ["retry_failed", "cancel_waiting", "request_abort", "reschedule"]
 
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: ProcrastinateJob | None = None
-    ) -> list[str]:
-        return [
-            *super().get_readonly_fields(request, obj),
-            *self.fields[len(ProcrastinateJobAdmin.fields) :],
-        ]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProcrastinateJob]:
+        # Arguments can be megabytes: the list reads their first characters only.
+        return (
+            super()
+            .get_queryset(request)
+            .defer("args")
+            .annotate(args_preview=Left(Cast("args", TextField()), ARGS_PREVIEW_CHARS + 1))
+            .prefetch_related(
+                Prefetch(
+                    "procrastinateevent_set",
+                    queryset=ProcrastinateEvent.objects.order_by("at", "id"),
+                    to_attr="timeline_events",
+                ),
+                "result",
+            )
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob], search_term: str
+    ) -> tuple[QuerySet[ProcrastinateJob], bool]:
+        found = job_list.search_jobs(queryset, search_term, tasks=job_list.queue_stats.known_tasks)
+        return found, False
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> ProcrastinateJob | None:
+        queryset = self.get_queryset(request).annotate(
+            args_text=Left(Cast("args", TextField()), ARGS_PAGE_CHARS),
+            args_chars=Length(Cast("args", TextField())),
+        )
+        try:
+            job = queryset.get(pk=int(object_id))
+        except (ProcrastinateJob.DoesNotExist, ValidationError, ValueError, OverflowError):
+            return None
+        # str(job) is procrastinate's call string, with every argument, and the page shows
+        # it in its title and breadcrumbs: give it the arguments only when they are short.
+        short = job.args_chars <= 200
+        job.args = json.loads(job.args_text) if short else {"...": "see below"}
+        return job
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        # The permission the job API's cancel, abort and retry endpoints require.
+        return request.user.has_perm("jobs.manage_job")
+
+    # --- Columns and fields -----------------------------------------------------------
+
+    @admin.display(description="Task")
+    def task(self, job: ProcrastinateJob) -> str:
+        *modules, name = job.task_name.split(".")
+        short = ".".join([*(module[:1] for module in modules), name])
+        return format_html('<span title="{}">{}</span>', job.task_name, short)
+
+    @admin.display(description="Status")
+    def status_label(self, job: ProcrastinateJob) -> str:
+        label = status_badge(job.status)
+        if job.abort_requested and job.status == "doing":
+            label = format_html("{} (abort requested)", label)
+        return label
+
+    @staticmethod
+    def _events(job: ProcrastinateJob) -> list[ProcrastinateEvent]:
+        return getattr(job, "timeline_events", [])
+
+    @admin.display(description="Deferred")
+    def deferred(self, job: ProcrastinateJob) -> str:
+        first = next((e for e in self._events(job) if e.type == "deferred"), None)
+        return _moment(first.at if first else None)
+
+    @admin.display(description="Last event")
+    def last_event(self, job: ProcrastinateJob) -> str:
+        events = self._events(job)
+        if not events or events[-1].at is None:
+            return "-"
+        last = events[-1]
+        assert last.at is not None
+        return f"{last.type} {relative(last.at, now=timezone.now())}"
+
+    @admin.display(description="Outcome")
+    def outcome(self, job: ProcrastinateJob) -> str:
+        result = self._result(job)
+        if result is None:
+            return "-"
+        if result.exception_type:
+            return format_html(
+                '<span title="{}">{}</span>',
+                result.exception_message[:500],
+                result.exception_type.rsplit(".", 1)[-1],
+            )
+        if result.duration is not None:
+            return _seconds(result.duration.total_seconds())
+        if result.progress is not None:
+            return f"{result.progress:.0%}"
+        return result.status
+
+    @admin.display(description="Arguments")
+    def arguments_preview(self, job: ProcrastinateJob) -> str:
+        text = getattr(job, "args_preview", "")
+        if len(text) > ARGS_PREVIEW_CHARS:
+            text = text[:ARGS_PREVIEW_CHARS] + "…"
+        return format_html('<code class="jobs-args-preview">{}</code>', text)
+
+    @admin.display(description="Worker")
+    def worker(self, job: ProcrastinateJob) -> str:
+        return str(job.worker_id) if job.worker_id else "-"
+
+    @admin.display(description="Arguments")
+    def arguments(self, job: ProcrastinateJob) -> str:
+        text: str = getattr(job, "args_text", "")
+        total: int = getattr(job, "args_chars", len(text))
+        if total <= ARGS_PAGE_CHARS:
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+            return _shortened(text, ARGS_PAGE_CHARS * 2)
+        return _shortened(text, ARGS_PAGE_CHARS, total)
+
+    @admin.display(description="Events")
+    def timeline(self, job: ProcrastinateJob) -> str:
+        return render_timeline(self._events(job))
 
     @staticmethod
     def _result(job: ProcrastinateJob) -> JobResult | None:
-        # Five fields show the same row: read it once per page.
-        if not hasattr(job, "_jobs_result"):
-            job._jobs_result = JobResult.objects.filter(job_id=job.pk).first()  # type: ignore[attr-defined]
-        return job._jobs_result  # type: ignore[attr-defined]
+        try:
+            return job.result  # type: ignore[attr-defined]
+        except JobResult.DoesNotExist:
+            return None
 
-    @admin.display(description="Last attempt")
+    @admin.display(description="Status")
     def result_status(self, job: ProcrastinateJob) -> str:
         result = self._result(job)
         if result is None:
             return "not run yet"
-        return f"{result.status} (attempt {result.attempt}, worker {result.worker_name or '?'})"
+        return format_html(
+            "{} (attempt {}, worker {})",
+            status_badge(result.status),
+            result.attempt,
+            result.worker_name or "?",
+        )
 
     @admin.display(description="Timing")
     def result_timing(self, job: ProcrastinateJob) -> str:
         result = self._result(job)
         if result is None:
             return "-"
-        ended = result.finished_at.isoformat() if result.finished_at else "running"
-        seconds = f", {result.duration.total_seconds():.3f} s" if result.duration else ""
-        return f"started {result.started_at.isoformat()}, finished {ended}{seconds}"
+        ended = _moment(result.finished_at) if result.finished_at else "still running"
+        took = f", {_seconds(result.duration.total_seconds())}" if result.duration else ""
+        return f"started {_moment(result.started_at)}, finished {ended}{took}"
 
     @admin.display(description="Progress")
     def result_progress(self, job: ProcrastinateJob) -> str:
@@ -140,8 +432,8 @@ class JobAdmin(ProcrastinateJobAdmin):
         result = self._result(job)
         if result is None or result.status != JobResult.Status.SUCCEEDED:
             return "-"
-        text = json.dumps(result.return_value, indent=2, default=str)
-        return format_html('<pre style="margin:0">{}</pre>', text[:5000])
+        text = json.dumps(result.return_value, indent=2, default=str, ensure_ascii=False)
+        return _shortened(text, VALUE_PAGE_CHARS)
 
     @admin.display(description="Error")
     def result_error(self, job: ProcrastinateJob) -> str:
@@ -149,8 +441,175 @@ class JobAdmin(ProcrastinateJobAdmin):
         if result is None or not result.exception_type:
             return "-"
         return format_html(
-            '<strong>{}</strong>: {}<pre style="margin:0;white-space:pre-wrap">{}</pre>',
+            "<strong>{}</strong>: {}{}",
             result.exception_type,
-            result.exception_message,
-            result.traceback,
+            result.exception_message[:2000],
+            _shortened(result.traceback, VALUE_PAGE_CHARS),
         )
+
+    # --- Actions, through procrastinate's job manager ---------------------------------
+
+    @staticmethod
+    def _selected_ids(queryset: QuerySet[ProcrastinateJob]) -> tuple[list[int], bool]:
+        ids = list(queryset.order_by("-id").values_list("id", flat=True)[: ACTION_LIMIT + 1])
+        return ids[:ACTION_LIMIT], len(ids) > ACTION_LIMIT
+
+    def _report(
+        self, request: HttpRequest, outcome: job_actions.Outcome, *, done: str, why: str, more: bool
+    ) -> None:
+        parts = [f"{done.capitalize()} {_plural(len(outcome.done), 'job')}."]
+        if outcome.replaced:
+            pairs = ", ".join(f"{old} → {new}" for old, new in sorted(outcome.replaced.items()))
+            parts.append(f"Waiting jobs were replaced by copies with new ids: {pairs}.")
+        if outcome.skipped:
+            counts = ", ".join(f"{n:,} {status}" for status, n in sorted(outcome.skipped.items()))
+            parts.append(f"Left alone: {counts} ({why}).")
+        if more:
+            parts.append(f"Only the {ACTION_LIMIT:,} newest selected jobs were considered.")
+        level = messages.SUCCESS if outcome.done else messages.WARNING
+        self.message_user(request, " ".join(parts), level)
+
+    @admin.action(description="Retry failed jobs", permissions=["manage"], location=BOTH_PAGES)
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]) -> None:
+        ids, more = self._selected_ids(queryset)
+        outcome = job_actions.retry_failed(ids)
+        self._report(
+            request, outcome, done="retried", why="only failed jobs can be retried", more=more
+        )
+
+    @admin.action(
+        description="Cancel jobs that have not started",
+        permissions=["manage"],
+        location=BOTH_PAGES,
+    )
+    def cancel_waiting(self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]) -> None:
+        ids, more = self._selected_ids(queryset)
+        outcome = job_actions.cancel_waiting(ids)
+        self._report(
+            request,
+            outcome,
+            done="cancelled",
+            why="only jobs that have not started can be cancelled",
+            more=more,
+        )
+
+    @admin.action(
+        description="Request abort of running jobs", permissions=["manage"], location=BOTH_PAGES
+    )
+    def request_abort(self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]) -> None:
+        ids, more = self._selected_ids(queryset)
+        outcome = job_actions.request_abort(ids)
+        self._report(
+            request,
+            outcome,
+            done="requested abort of",
+            why="only running jobs can be aborted",
+            more=more,
+        )
+
+    @admin.action(
+        description="Reschedule failed or waiting jobs…",
+        permissions=["manage"],
+        location=BOTH_PAGES,
+    )
+    def reschedule(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]
+    ) -> HttpResponse | None:
+        ids, more = self._selected_ids(queryset)
+        form = RescheduleForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            outcome = job_actions.reschedule(ids, at=form.cleaned_data["run_at"])
+            self._report(
+                request,
+                outcome,
+                done="rescheduled",
+                why="only failed and waiting jobs can be rescheduled",
+                more=more,
+            )
+            return None
+        if not form.is_bound:
+            soon = timezone.localtime() + dt.timedelta(hours=1)
+            form = RescheduleForm(initial={"run_at": soon.replace(second=0, microsecond=0)})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reschedule jobs",
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+            "job_ids": ids,
+            "more": more,
+            "limit": ACTION_LIMIT,
+            "changelist_url": reverse("admin:procrastinate_procrastinatejob_changelist"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, "admin/procrastinate/procrastinatejob/reschedule.html", context
+        )
+
+
+def render_timeline(events: Sequence[ProcrastinateEvent]) -> SafeString:
+    """The job's events as a table: when, how long after the previous one (and what that
+    interval was: waiting or running), how long after the job was deferred."""
+    if not events:
+        return format_html("{}", "-")
+    first = events[0].at
+    rows = []
+    previous: ProcrastinateEvent | None = None
+    for event in events:
+        gap = since = ""
+        if previous is not None and previous.at and event.at:
+            seconds = (event.at - previous.at).total_seconds()
+            meaning = ""
+            if previous.type in _DUE_EVENTS and event.type == "started":
+                meaning = "waited "
+            elif previous.type == "started" and event.type in _END_EVENTS:
+                meaning = "ran "
+            gap = f"{meaning}{_seconds(max(0.0, seconds))}"
+        if first and event.at:
+            since = f"+{_seconds(max(0.0, (event.at - first).total_seconds()))}"
+        rows.append((status_badge(event.type), _moment(event.at), gap, since))
+        previous = event
+    body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+    return format_html(
+        '<table class="jobs-timeline"><thead><tr><th>Event</th><th>At</th>'
+        "<th>After the previous</th><th>Since the first</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        body,
+    )
+
+
+@admin.register(ProcrastinateEvent)
+class EventAdmin(QueueTableAdmin):
+    list_display = ["id", "job_link", "task", "type_label", "at"]
+    list_display_links = None
+    list_select_related = ["job"]
+    sortable_by = ()
+    list_filter = [job_list.EventTypeFilter, job_list.EventTimeFilter]
+    search_fields = ["job__id"]  # shows the search box; get_search_results does the work
+    search_help_text = "A job id: that job's events."
+    actions = None
+
+    def get_ordering(self, request: HttpRequest) -> list[str | Combinable]:
+        # With a type chosen, newest first is the (type, at) index read backwards;
+        # without, the primary key's order (ids follow time).
+        if request.GET.get(job_list.EventTypeFilter.parameter_name):
+            return ["-at", "-id"]
+        return ["-id"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ProcrastinateEvent], search_term: str
+    ) -> tuple[QuerySet[ProcrastinateEvent], bool]:
+        return job_list.search_events(queryset, search_term), False
+
+    @admin.display(description="Job")
+    def job_link(self, event: ProcrastinateEvent) -> str:
+        url = reverse("admin:procrastinate_procrastinatejob_change", args=[event.job_id])
+        return format_html('<a href="{}">{}</a>', url, event.job_id)
+
+    @admin.display(description="Task")
+    def task(self, event: ProcrastinateEvent) -> str:
+        return event.job.task_name
+
+    @admin.display(description="Type")
+    def type_label(self, event: ProcrastinateEvent) -> str:
+        return status_badge(event.type)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs import api, views
+from jobs import api, dashboard, health, metrics, views
 
 app_name = "jobs"
 
@@ -10,6 +10,12 @@ urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("notifications/", views.create_notification, name="create_notification"),
     path("reports/", views.create_report, name="create_report"),
+    # Inspecting the queue: staff dashboard, health for load balancers, Prometheus metrics.
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("dashboard/panels/", dashboard.dashboard_panels, name="dashboard-panels"),
+    path("dashboard/data/", dashboard.dashboard_data, name="dashboard-data"),
+    path("health/", health.health, name="health"),
+    path("metrics/", metrics.metrics, name="metrics"),
     # The JSON job API (jobs/api.py), sync implementation...
     path("api/jobs/", api.defer_job, name="api-defer"),
     path("api/jobs/<int:job_id>/", api.job_detail, name="api-job"),

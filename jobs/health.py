@@ -1,0 +1,136 @@
+"""The health endpoint for load balancers and orchestrators: `GET /health/`.
+
+Three checks, each answered in a few milliseconds:
+
+- `database`: a connection and a `SELECT 1`;
+- `migrations`: every migration of procrastinate and of this project that the running code
+  needs is applied. procrastinate's `…_post_…` migrations are the exception: its upgrade
+  procedure (migrations_notes.md) runs the new code *before* them, so a pending one is
+  reported but does not fail the check;
+- `workers`: at least one worker sent a heartbeat in the last JOBS_STALLED_WORKER_SECONDS.
+
+200 when all pass, 503 otherwise, with a JSON body that says which failed and why. A load
+balancer that should keep a web server in rotation while the workers restart can ask for
+`/health/?skip=workers`. The body holds no secrets (counts, ages, migration names).
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.db import Error, connection, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+CHECKS = ("database", "migrations", "workers")
+# The apps whose migrations the code needs, and where they live.
+MIGRATION_PACKAGES = {
+    "procrastinate": "procrastinate.contrib.django.migrations",
+    "jobs": "jobs.migrations",
+}
+# A check that takes longer than this fails rather than hanging the load balancer's probe.
+STATEMENT_TIMEOUT_MS = 2000
+
+
+@dataclass
+class Check:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@cache
+def migrations_on_disk() -> dict[str, frozenset[str]]:
+    """Migration names per app, from the packages' module names (nothing imported)."""
+    return {
+        app: frozenset(
+            info.name
+            for info in pkgutil.iter_modules(import_module(package).__path__)
+            if not info.name.startswith("_")
+        )
+        for app, package in MIGRATION_PACKAGES.items()
+    }
+
+
+def _check_migrations(cursor: Any) -> Check:
+    cursor.execute(
+        "SELECT app, name FROM django_migrations WHERE app = ANY(%s)", [list(MIGRATION_PACKAGES)]
+    )
+    applied = set(cursor.fetchall())
+    missing, deferred = [], []
+    for app, names in migrations_on_disk().items():
+        for name in sorted(names):
+            if (app, name) in applied:
+                continue
+            if app == "procrastinate" and "_post_" in name:
+                deferred.append(f"{app}.{name}")
+            else:
+                missing.append(f"{app}.{name}")
+    detail: dict[str, Any] = {"missing": missing}
+    if deferred:
+        detail["pending_post_migrations"] = deferred
+    return Check(ok=not missing, detail=detail)
+
+
+def _check_workers(cursor: Any, live_within: float) -> Check:
+    cursor.execute(
+        """
+        SELECT count(*) FILTER (WHERE last_heartbeat > now() - %(within)s * interval '1 second'),
+               extract(epoch FROM now() - max(last_heartbeat))::float8
+        FROM procrastinate_workers
+        """,
+        {"within": live_within},
+    )
+    live, newest_age = cursor.fetchone()
+    return Check(
+        ok=live > 0,
+        detail={
+            "live": live,
+            "newest_heartbeat_age_seconds": round(newest_age, 1)
+            if newest_age is not None
+            else None,
+            "live_within_seconds": live_within,
+        },
+    )
+
+
+def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
+    """The checks not in `skip`, by name."""
+    results: dict[str, Check] = {}
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            cursor.execute("SELECT 1")
+            results["database"] = Check(ok=True)
+            if "migrations" not in skip:
+                results["migrations"] = _check_migrations(cursor)
+            if "workers" not in skip:
+                results["workers"] = _check_workers(
+                    cursor, float(settings.JOBS_STALLED_WORKER_SECONDS)
+                )
+    except Error as exc:  # OperationalError, InterfaceError, a statement timeout...
+        error = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+        results.setdefault("database", Check(ok=False, detail=error))
+        for name in ("migrations", "workers"):
+            if name not in skip and name not in results:
+                results[name] = Check(ok=False, detail=error)
+    return results
+
+
+@require_GET
+@never_cache
+def health(request: HttpRequest) -> HttpResponse:
+    skip = frozenset(request.GET.get("skip", "").split(",")) & {"migrations", "workers"}
+    results = run_checks(skip=skip)
+    failed = [name for name, check in results.items() if not check.ok]
+    body = {
+        "status": "fail" if failed else "ok",
+        "failed": failed,
+        "checks": {name: {"ok": check.ok, **check.detail} for name, check in results.items()},
+    }
+    return JsonResponse(body, status=503 if failed else 200)
