@@ -7,8 +7,11 @@ its own process by importing this module.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.utils import timezone
 from procrastinate.contrib.django import app
+from procrastinate.tasks import Task
 
 from jobs.models import Notification
 
@@ -39,7 +42,7 @@ async def orm_async(notification_id: int) -> None:
     await notification.asave(update_fields=["sent_at"])
 
 
-TASKS = {
+TASKS: dict[str, Task[Any, Any, Any]] = {
     "noop_sync": noop_sync,
     "noop_async": noop_async,
     "orm_sync": orm_sync,

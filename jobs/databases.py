@@ -51,3 +51,14 @@ def connection_kwargs(
     if name is not None:
         params["dbname"] = name
     return params
+
+
+def listening_pids(connection: Any = default_connection) -> set[int]:
+    """Backends of `connection`'s database whose last statement was a LISTEN: the
+    notification connections of running workers."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query ILIKE 'LISTEN %%'"
+        )
+        return {row[0] for row in cursor.fetchall()}

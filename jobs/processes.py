@@ -14,13 +14,15 @@ from pathlib import Path
 from types import FrameType
 
 
-def web_server_command(host: str, port: int, *extra: str) -> list[str]:
+def web_server_command(
+    host: str, port: int, *extra: str, application: str = "project.asgi:application"
+) -> list[str]:
     """uvicorn serving `project.asgi` (sync and async views); no lifespan: Django has none."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
-        "project.asgi:application",
+        application,
         "--host",
         host,
         "--port",

@@ -42,7 +42,7 @@ from procrastinate import testing
 from procrastinate.contrib.django import app, procrastinate_app
 from procrastinate.periodic import PeriodicRegistry
 
-from jobs.databases import database_url
+from jobs.databases import database_url, listening_pids
 from jobs.processes import worker_command
 
 
@@ -139,16 +139,6 @@ def run_worker(
     return run
 
 
-def _listening_pids() -> set[int]:
-    """Backends of the current database whose last statement was a LISTEN."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query ILIKE 'LISTEN %%'"
-        )
-        return {row[0] for row in cursor.fetchall()}
-
-
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[str]
@@ -177,7 +167,7 @@ class WorkerProcess:
         would only be found by the next poll.
         """
         deadline = time.monotonic() + timeout
-        while not _listening_pids() - self.known_listeners:
+        while not listening_pids() - self.known_listeners:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.output()[-4000:]}")
             if time.monotonic() > deadline:
@@ -199,7 +189,7 @@ def start_worker(
     started: list[WorkerProcess] = []
 
     def start(*args: str, ready: bool = True, **env: str) -> WorkerProcess:
-        listeners_before = _listening_pids()
+        listeners_before = listening_pids()
         # Closed and removed at teardown: the worker writes to it for the whole test.
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             "w+", prefix="worker-", suffix=".log", delete=False

@@ -118,3 +118,34 @@ def test_bench_api__refuses_bad_arguments() -> None:
         call_command("bench_api", "--jobs", "10", stdout=StringIO())
     with pytest.raises(CommandError, match="between 0 and 3600"):
         call_command("bench_api", "--seconds", "-1", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any) -> None:
+    out = StringIO()
+
+    call_command(
+        "bench_jobs", "--jobs", "100", "--kinds", "noop_async,orm_sync", "--processes", "1",
+        "--defer-count", "10", "--latency-count", "10", "--polling-latency-count", "5",
+        "--poll-interval", "0.2", "--requests", "20", "--output", str(tmp_path), stdout=out,
+    )  # fmt: skip
+
+    text = out.getvalue()
+    assert "Defer rate (jobs/s):" in text
+    assert "noop_async/stock" in text
+    assert "orm_sync/recommended" in text
+    assert "Pickup latency, LISTEN/NOTIFY" in text
+    assert "adds" in text
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["drain"]["orm_sync/recommended"]["jobs"] == 100
+    assert figures["pickup_listen_notify"]["count"] == 10
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_jobs__refuses_bad_arguments() -> None:
+    with pytest.raises(CommandError, match="choose among"):
+        call_command("bench_jobs", "--kinds", "nope", stdout=StringIO())
+    with pytest.raises(CommandError, match="between 0.05 and 60"):
+        call_command("bench_jobs", "--poll-interval", "0", stdout=StringIO())
+    with pytest.raises(CommandError, match="scratch database"):
+        call_command("bench_jobs", "--measure-into", "/tmp/x.json", stdout=StringIO())

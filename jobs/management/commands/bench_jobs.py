@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from argparse import ArgumentTypeError
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from jobs import bench_tasks, benchmarks
+from jobs.management.arguments import whole_number
+
+SCRATCH_SUFFIX = "_bench_jobs"
+
+
+def kind_list(value: str) -> list[str]:
+    kinds = [kind.strip() for kind in value.split(",") if kind.strip()]
+    unknown = sorted(set(kinds) - set(bench_tasks.TASKS))
+    if unknown or not kinds:
+        raise ArgumentTypeError(f"choose among {', '.join(bench_tasks.TASKS)}")
+    return kinds
+
+
+def interval(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0.05 <= number <= 60:
+        raise ArgumentTypeError("must be between 0.05 and 60 seconds")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the job system on a scratch database next to yours: defer rate, drain "
+        "throughput (stock worker vs run_workers), pickup latency with and without "
+        "LISTEN/NOTIFY, a deferring view's overhead under uvicorn; a table, JSON and a PNG."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--jobs", type=whole_number(100), default=5000, help="Jobs per drain run."
+        )
+        parser.add_argument(
+            "--kinds", type=kind_list, default=list(bench_tasks.TASKS), help="Task kinds."
+        )
+        parser.add_argument("--processes", type=whole_number(1, 64), default=os.cpu_count() or 1)
+        parser.add_argument("--concurrency", type=whole_number(1, 500), default=4)
+        parser.add_argument("--defer-count", type=whole_number(10), default=2000)
+        parser.add_argument("--latency-count", type=whole_number(10), default=300)
+        parser.add_argument("--polling-latency-count", type=whole_number(5), default=20)
+        parser.add_argument("--poll-interval", type=interval, default=1.0)
+        parser.add_argument("--requests", type=whole_number(20), default=500)
+        parser.add_argument(
+            "--soak", type=whole_number(0), default=0, help="Jobs for a soak run (0: none)."
+        )
+        parser.add_argument(
+            "--output", type=Path, default=Path(settings.BASE_DIR) / "artifacts" / "bench_jobs"
+        )
+        parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+        # Internal: the measuring child process, whose default database is the scratch one.
+        parser.add_argument("--measure-into", type=Path, help="(internal)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["measure_into"]:
+            self._measure(options)
+            return
+        name = f"{connection.settings_dict['NAME']}{SCRATCH_SUFFIX}"
+        self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
+        with tempfile.TemporaryDirectory() as scratch_dir:
+            figures_file = Path(scratch_dir) / "figures.json"
+            try:
+                with benchmarks.scratch_database(name, keep=options["keep"]) as database:
+                    self._run_child(database, options, figures_file)
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                raise CommandError(str(exc)) from exc
+            figures = json.loads(figures_file.read_text())
+        output: Path = options["output"]
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "figures.json").write_text(json.dumps(figures, indent=2))
+        from jobs.worker_benchmark import write_chart
+
+        write_chart(figures, output / "chart.png")
+        self._report(figures)
+        self.stdout.write(f"Figures: {output / 'figures.json'}; chart: {output / 'chart.png'}")
+
+    def _run_child(
+        self, database: benchmarks.ScratchDatabase, options: dict[str, Any], into: Path
+    ) -> None:
+        forwarded = [
+            "--jobs", str(options["jobs"]), "--kinds", ",".join(options["kinds"]),
+            "--processes", str(options["processes"]), "--concurrency", str(options["concurrency"]),
+            "--defer-count", str(options["defer_count"]),
+            "--latency-count", str(options["latency_count"]),
+            "--polling-latency-count", str(options["polling_latency_count"]),
+            "--poll-interval", str(options["poll_interval"]),
+            "--requests", str(options["requests"]), "--soak", str(options["soak"]),
+            "--measure-into", str(into),
+        ]  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "django", "bench_jobs", *forwarded],
+            cwd=settings.BASE_DIR,
+            env=database.environment(),
+            check=True,
+        )
+
+    def _measure(self, options: dict[str, Any]) -> None:
+        if not str(connection.settings_dict["NAME"]).endswith(SCRATCH_SUFFIX):
+            raise CommandError("--measure-into runs only against the benchmark's scratch database.")
+        from jobs.worker_benchmark import run_all
+
+        def log(line: str) -> None:
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        figures = run_all(options, log=log)
+        options["measure_into"].write_text(json.dumps(figures))
+
+    def _report(self, figures: dict[str, Any]) -> None:
+        write = self.stdout.write
+        write("")
+        write(f"Machine: {figures['cpu_count']} CPU cores")
+        rates = figures["defer_per_second"]
+        write("Defer rate (jobs/s):")
+        write(f"  sync view path, one by one    {rates['sync_one_by_one']:>10,.1f}")
+        write(f"  async view path, one by one   {rates['async_one_by_one']:>10,.1f}")
+        write(f"  batch_defer (1000 per call)   {rates['batch_defer']:>10,.1f}")
+        recommended = figures["recommended"]
+        write(
+            "Drain throughput (jobs/s): stock = manage.py procrastinate worker; recommended = "
+            f"run_workers --processes {recommended['processes']} "
+            f"--concurrency {recommended['concurrency']}"
+        )
+        for key, value in figures["drain"].items():
+            write(
+                f"  {key:<28}{value['per_second']:>10,.1f}   "
+                f"({value['jobs']:,} jobs in {value['seconds']} s)"
+            )
+        for label, key in (
+            ("LISTEN/NOTIFY", "pickup_listen_notify"),
+            ("polling only", "pickup_polling"),
+        ):
+            row = figures[key]
+            extra = f" (every {row['interval_seconds']} s)" if "interval_seconds" in row else ""
+            write(
+                f"Pickup latency, {label}{extra}: median {row['median_ms']:.2f} ms, "
+                f"p95 {row['p95_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+                f"max {row['max_ms']:.2f} ms"
+            )
+        for flavour, row in figures["view_overhead"].items():
+            write(
+                f"Deferring in a {flavour} view under uvicorn adds "
+                f"{row['overhead_median_ms']:.2f} ms at the median ({row['without_defer']['median_ms']:.2f} -> "
+                f"{row['with_defer']['median_ms']:.2f} ms), {row['overhead_p95_ms']:.2f} ms at p95"
+            )
+        if "soak" in figures:
+            soak = figures["soak"]
+            write(
+                f"Soak: {soak['jobs']:,} jobs at {soak['per_second']:,.1f}/s; worker RSS "
+                f"{[r // 2**20 for r in soak['worker_rss_start']]} MiB -> "
+                f"{[r // 2**20 for r in soak['worker_rss_end']]} MiB; tables at the end "
+                f"{ {k: v // 2**20 for k, v in soak['table_sizes_end'].items()} } MiB"
+            )
