@@ -145,7 +145,7 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
 def test_bench_jobs__refuses_bad_arguments() -> None:
     with pytest.raises(CommandError, match="choose among"):
         call_command("bench_jobs", "--kinds", "nope", stdout=StringIO())
-    with pytest.raises(CommandError, match="between 0.05 and 60"):
+    with pytest.raises(CommandError, match=r"between 0\.05 and 60"):
         call_command("bench_jobs", "--poll-interval", "0", stdout=StringIO())
     with pytest.raises(CommandError, match="scratch database"):
         call_command("bench_jobs", "--measure-into", "/tmp/x.json", stdout=StringIO())

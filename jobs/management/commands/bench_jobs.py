@@ -157,7 +157,8 @@ class Command(BaseCommand):
         for flavour, row in figures["view_overhead"].items():
             write(
                 f"Deferring in a {flavour} view under uvicorn adds "
-                f"{row['overhead_median_ms']:.2f} ms at the median ({row['without_defer']['median_ms']:.2f} -> "
+                f"{row['overhead_median_ms']:.2f} ms at the median "
+                f"({row['without_defer']['median_ms']:.2f} -> "
                 f"{row['with_defer']['median_ms']:.2f} ms), {row['overhead_p95_ms']:.2f} ms at p95"
             )
         if "soak" in figures:
