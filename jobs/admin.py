@@ -242,7 +242,7 @@ class JobAdmin(QueueTableAdmin):
                     "queueing_lock",
                     "scheduled_at",
                     "abort_requested",
-                    "worker",
+                    "worker_label",
                 ]
             },
         ),
@@ -263,7 +263,7 @@ class JobAdmin(QueueTableAdmin):
     ]
     readonly_fields = [
         "status_label",
-        "worker",
+        "worker_label",
         "arguments",
         "timeline",
         "result_status",
@@ -376,7 +376,7 @@ class JobAdmin(QueueTableAdmin):
         return format_html('<code class="jobs-args-preview">{}</code>', text)
 
     @admin.display(description="Worker")
-    def worker(self, job: ProcrastinateJob) -> str:
+    def worker_label(self, job: ProcrastinateJob) -> str:
         return str(job.worker_id) if job.worker_id else "-"
 
     @admin.display(description="Arguments")

@@ -8,7 +8,7 @@ the whole table. Here instead:
   "more than N", with the planner's estimate of the whole table when nothing is filtered;
   pages beyond the cap are not offered, so OFFSET stays small too;
 - the filters' choices are fixed (statuses, event types) or come from the task registry and
-  the column statistics ANALYZE keeps (queues and tasks);
+  a loose index scan of the names in the table (queues and tasks: one probe per name);
 - searching matches a job id, a task name, or the beginning of a lock or queueing lock,
   each through an index;
 - a date range becomes a range of ids: ids grow with time, and the `(type, at)` index on
@@ -48,9 +48,11 @@ class CappedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         limit = self.per_page * self.max_pages
-        # Only ids, unordered: the page's annotations and order do not change the count.
-        rows = self.object_list.values("pk").order_by()  # type: ignore[attr-defined]
-        counted: int = rows[: limit + 1].count()
+        if isinstance(self.object_list, QuerySet):
+            # Only ids, unordered: the page's annotations and order do not change the count.
+            counted: int = self.object_list.values("pk").order_by()[: limit + 1].count()
+        else:
+            counted = len(self.object_list)
         self.more = counted > limit
         return min(counted, limit)
 
@@ -64,9 +66,10 @@ class CappedPaginator(Paginator):
 
     @property
     def label(self) -> str:
+        count = self.count  # sets `more`
         if not self.more:
-            return f"{self.count:,} {self.noun}"
-        text = f"More than {self.count:,} {self.noun}"
+            return f"{count:,} {self.noun}"
+        text = f"More than {count:,} {self.noun}"
         if self.estimate is not None:
             text += f" (about {self.estimate:,} in all)"
         return text + "; filter or search to see others"

@@ -12,6 +12,7 @@ bounded by something small:
 - anything over time (throughput, failures, waiting and run times): a bounded time window
   read through the `(type, at)` index on events, or the partial index on failed results,
   and for the percentiles a sample of the most recent jobs;
+- queue and task names: one index probe per distinct name (a loose index scan);
 - workers and periodic tasks: small tables, or one index probe per periodic task.
 
 The indexes come from `jobs/migrations/0004_admin_indexes.py` and `0005_…`. SQL is written
@@ -108,19 +109,27 @@ def estimated_jobs_by_queue_and_status() -> dict[tuple[str, str], int]:
     }
 
 
-def most_common_values(table: str, column: str) -> list[str]:
-    """The column's most common values as ANALYZE saw them (no scan of the table)."""
-    rows = _rows(
-        """
-        SELECT most_common_vals::text::text[] FROM pg_stats
-        WHERE schemaname = current_schema() AND tablename = %s AND attname = %s
-        ORDER BY inherited LIMIT 1
-        """,
-        [table, column],
-    )
-    if not rows or rows[0][0] is None:
-        return []
-    return [str(value) for value in rows[0][0]]
+# A "loose index scan": one index descent per distinct value, through the index that
+# starts with the column (procrastinate's on queue_name, jobs_job_task_id on task_name).
+_DISTINCT_SQL = """
+WITH RECURSIVE found(value) AS (
+    (SELECT {column} FROM procrastinate_jobs ORDER BY {column} LIMIT 1)
+    UNION ALL
+    SELECT (SELECT {column} FROM procrastinate_jobs WHERE {column} > found.value
+            ORDER BY {column} LIMIT 1)
+    FROM found WHERE found.value IS NOT NULL
+)
+SELECT value FROM found WHERE value IS NOT NULL LIMIT %(limit)s
+"""
+DISTINCT_LIMIT = 200
+
+
+def distinct_values(column: str, *, limit: int = DISTINCT_LIMIT) -> list[str]:
+    """The distinct queue or task names in the jobs table (at most `limit`): a few index
+    probes each, never a DISTINCT over the table."""
+    if column not in {"queue_name", "task_name"}:
+        raise ValueError(f"no index to read distinct {column!r} values from")
+    return [value for (value,) in _rows(_DISTINCT_SQL.format(column=column), {"limit": limit})]
 
 
 def registered_queues_and_tasks() -> tuple[list[str], list[str]]:
@@ -130,14 +139,15 @@ def registered_queues_and_tasks() -> tuple[list[str], list[str]]:
 
 
 def known_queues() -> list[str]:
-    """Queues of the registry and those common in the table (e.g. of removed tasks)."""
+    """Queues of the registry and of the jobs in the table (e.g. of removed tasks)."""
     queues, _ = registered_queues_and_tasks()
-    return sorted({*queues, *most_common_values("procrastinate_jobs", "queue_name")})
+    return sorted({*queues, *distinct_values("queue_name")})
 
 
 def known_tasks() -> list[str]:
+    """Tasks of the registry and of the jobs in the table."""
     _, tasks = registered_queues_and_tasks()
-    return sorted({*tasks, *most_common_values("procrastinate_jobs", "task_name")})
+    return sorted({*tasks, *distinct_values("task_name")})
 
 
 # --- Waiting and running jobs -----------------------------------------------------------
@@ -219,6 +229,11 @@ def queue_states(*, limit: int = ACTIVE_LIMIT) -> list[QueueState]:
     def state(queue: str) -> QueueState:
         return states.setdefault(queue, QueueState(queue=queue))
 
+    # The code's own queues are listed even when empty (procrastinate's builtin queue
+    # only when it has jobs).
+    for queue in registered_queues_and_tasks()[0]:
+        if queue != "builtin":
+            state(queue)
     for (queue, status), count in estimated_jobs_by_queue_and_status().items():
         if status in STATUSES:
             state(queue).counts[status] = count

@@ -1,14 +1,25 @@
 from __future__ import annotations
 
+import shutil
 import socket
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
+from procrastinate.contrib.django import app
+from procrastinate.jobs import Status
 
+from jobs.databases import database_url
+from jobs.processes import web_server_command
 from tests import slow_tasks  # noqa: F401  (registers the test-only tasks)
 
 pytest_plugins = ["jobs.testing"]
@@ -60,3 +71,150 @@ def staff_client(staff_user: User) -> Client:
     client = Client()
     client.force_login(staff_user)
     return client
+
+
+# --- Inspecting the queue: jobs in given states, a seeded history, a browser ------------
+
+
+@dataclass
+class JobMaker:
+    """Creates jobs in a given state through procrastinate's own API (defer, fetch as a
+    worker, finish, cancel), so that their events are the ones procrastinate writes."""
+
+    worker_id: int | None = None
+    priority: int = 1000
+
+    def __call__(
+        self,
+        status: str = "todo",
+        *,
+        task: str = "jobs.send_notification",
+        args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> int:
+        manager = app.job_manager
+        # Each job gets a higher priority than the last, so fetching takes this one.
+        self.priority += 1
+        job_id = app.configure_task(task, priority=self.priority, **options).defer(
+            **(args if args is not None else {"notification_id": 1})
+        )
+        if status == "todo":
+            return job_id
+        if status == "cancelled":
+            assert manager.cancel_job_by_id(job_id)
+            return job_id
+        if self.worker_id is None:
+            self.worker_id = async_to_sync(manager.register_worker)()
+        fetched = async_to_sync(manager.fetch_job)(queues=None, worker_id=self.worker_id)
+        assert fetched is not None
+        assert fetched.id == job_id, fetched
+        if status != "doing":
+            async_to_sync(manager.finish_job_by_id_async)(
+                job_id, status=Status(status), delete_job=False
+            )
+        return job_id
+
+
+@pytest.fixture
+def make_job(db: None) -> JobMaker:
+    return JobMaker()
+
+
+@pytest.fixture
+def seeded_history(transactional_db: None) -> Iterator[int]:
+    """3,000 jobs of every status deferred over the last 3 hours, with their events,
+    results, two live workers and periodic ticks (jobs.benchmarks.seed_queue_history, as
+    the admin benchmark seeds millions). Yields the number of jobs."""
+    from jobs import benchmarks, queue_stats
+
+    count = 3000
+    database = benchmarks.ScratchDatabase(
+        name=str(connection.settings_dict["NAME"]), url=database_url()
+    )
+    queue_stats.forget_settled_buckets()
+    benchmarks.seed_queue_history(database, count, hours=3, batch=1000)
+    yield count
+    queue_stats.forget_settled_buckets()
+
+
+def _chromium() -> tuple[str, str] | None:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (binary, driver) if binary and driver else None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium driven by selenium; skipped when Chromium is not installed
+    (.ci/run installs Debian's chromium and chromium-driver)."""
+    found = _chromium()
+    if found is None:
+        pytest.skip(
+            "Chromium and chromedriver are not installed (apt install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = found
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,2200",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def site_server(
+    transactional_db: None, free_port: int, tmp_path: Path
+) -> Iterator[Callable[..., str]]:
+    """Starts uvicorn (as run_site does) against the test database; returns its base URL.
+    Keyword arguments become environment variables of the server process."""
+    from jobs.testing import worker_environment  # a plugin: imported by pytest_plugins
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> str:
+        with (tmp_path / "uvicorn.log").open("wb") as log:
+            process = subprocess.Popen(
+                web_server_command("127.0.0.1", free_port, "--log-level", "warning"),
+                cwd=settings.BASE_DIR,
+                env=worker_environment(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", free_port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"uvicorn did not start:\n{(tmp_path / 'uvicorn.log').read_text()}"
+                    ) from None
+                time.sleep(0.1)
+        return f"http://127.0.0.1:{free_port}"
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pytest
+from django.contrib.messages import get_messages
+from django.db import connection
 from django.test import Client
+from django.utils import timezone
 from procrastinate.contrib.django.exceptions import ReadOnlyModel
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
+from jobs import admin as job_admin
 from jobs import tasks
-from jobs.models import Notification
+from jobs.admin import JobAdmin
+from jobs.job_list import CappedPaginator
+from jobs.models import JobResult, Notification
+from tests.conftest import JobMaker
 
 pytestmark = pytest.mark.django_db
 
@@ -114,3 +124,310 @@ def test_token_admin__revoke_action(admin_client: Client) -> None:
     assert b"Revoked 1 token(s)." in response.content
     assert ApiToken.objects.get().revoked_at is not None
     assert authenticate(raw) is None
+
+
+# --- The job and event admin at scale (jobs/admin.py, jobs/job_list.py) ------------------
+
+EVENTS_URL = "/admin/procrastinate/procrastinateevent/"
+
+
+def listed(client: Client, url: str = JOBS_URL, **query: str) -> list[int]:
+    response = client.get(url, query)
+    assert response.status_code == 200, response
+    return [row.pk for row in response.context["cl"].result_list]
+
+
+def test_job_list__filters_and_searches(admin_client: Client, make_job: JobMaker) -> None:
+    failed = make_job("failed", task="jobs.build_report", args={"report_id": 7}, lock="report-7")
+    waiting = make_job(queueing_lock="notify-a@example.com")
+    other = make_job("succeeded", task="legacy.gone", queue="legacy")
+
+    assert listed(admin_client) == [other, waiting, failed]
+    assert listed(admin_client, status="failed") == [failed]
+    assert listed(admin_client, status="no-such-status") == []
+    assert listed(admin_client, queue="reports") == [failed]
+    assert listed(admin_client, task="jobs.build_report") == [failed]
+    assert listed(admin_client, task="legacy.gone") == [other]
+    assert listed(admin_client, q=str(failed)) == [failed]
+    assert listed(admin_client, q="build_report") == [failed]
+    assert listed(admin_client, q="legacy.gone") == [other]
+    assert listed(admin_client, q="report-") == [failed]
+    assert listed(admin_client, q="notify-a") == [waiting]
+    assert listed(admin_client, q="nothing-like-it") == []
+    assert listed(admin_client, q="99999999999999999999999") == []
+
+
+def test_job_list__filters_by_date_range_of_deferral(
+    admin_client: Client, make_job: JobMaker
+) -> None:
+    job = make_job()
+
+    assert listed(admin_client, deferred_from="-1h") == [job]
+    assert listed(admin_client, deferred_to="-1h") == []
+    assert listed(admin_client, deferred_from="2000-01-01", deferred_to="2000-01-02") == []
+    response = admin_client.get(JOBS_URL, {"deferred_from": "yesterday-ish"})
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
+def test_job_list__filter_choices_come_from_the_registry_and_the_table(
+    admin_client: Client, make_job: JobMaker
+) -> None:
+    make_job(task="legacy.gone", queue="legacy")
+
+    response = admin_client.get(JOBS_URL)
+
+    filters = {spec.title: spec for spec in response.context["cl"].filter_specs}
+    assert [value for value, _ in filters["status"].lookup_choices] == list(
+        ProcrastinateJob.STATUSES
+    )
+    assert {"notifications", "reports", "legacy"} <= {
+        value for value, _ in filters["queue"].lookup_choices
+    }
+    assert {"jobs.build_report", "legacy.gone"} <= {
+        value for value, _ in filters["task"].lookup_choices
+    }
+
+
+def test_job_list__counts_at_most_a_few_pages(
+    admin_client: Client, make_job: JobMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(5):
+        make_job()
+    monkeypatch.setattr(JobAdmin, "list_per_page", 2)
+    monkeypatch.setattr(CappedPaginator, "max_pages", 2)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE procrastinate_jobs")
+
+    unfiltered = admin_client.get(JOBS_URL)
+    filtered = admin_client.get(JOBS_URL, {"status": "todo"})
+    narrow = admin_client.get(JOBS_URL, {"status": "failed"})
+
+    assert b"More than 4 procrastinate jobs (about 5 in all)" in unfiltered.content
+    assert b"More than 4 procrastinate jobs; filter or search" in filtered.content
+    assert b"0 procrastinate jobs" in narrow.content
+    assert admin_client.get(JOBS_URL, {"p": "3"}).status_code == 302  # beyond the cap
+
+
+def test_job_list__query_count_does_not_grow_with_the_page(
+    admin_client: Client, make_job: JobMaker, django_assert_max_num_queries: Any
+) -> None:
+    make_job("failed")
+    make_job("succeeded")
+    make_job("doing")
+    for _ in range(20):
+        make_job()
+
+    # Session, user, queue and task choices, the capped count, the page, its events and
+    # its results: never one query per row.
+    with django_assert_max_num_queries(9):
+        response = admin_client.get(JOBS_URL)
+
+    assert len(response.context["cl"].result_list) == 23
+
+
+def test_job_page__shows_timeline_arguments_and_error(
+    admin_client: Client, make_job: JobMaker, django_assert_max_num_queries: Any
+) -> None:
+    job_id = make_job("failed", args={"notification_id": 42})
+    JobResult.objects.create(
+        job_id=job_id,
+        task_name="jobs.send_notification",
+        status=JobResult.Status.FAILED,
+        attempt=1,
+        worker_name="w1",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        duration=dt.timedelta(seconds=1.5),
+        exception_type="smtplib.SMTPServerDisconnected",
+        exception_message="Connection unexpectedly closed",
+        traceback="Traceback (most recent call last):\n  File 'x.py'\nSMTPServerDisconnected",
+    )
+
+    url = f"{JOBS_URL}{job_id}/change/"
+    admin_client.get(url)  # Django caches content types on the first page
+    # Session, user, the job, its events and its result.
+    with django_assert_max_num_queries(5):
+        response = admin_client.get(url)
+
+    page = response.content.decode()
+    assert "&quot;notification_id&quot;: 42" in page
+    for event in ("deferred", "started", "failed"):
+        assert f"jobs-status-{event}" in page
+    assert "waited " in page
+    assert "ran " in page
+    assert "smtplib.SMTPServerDisconnected" in page
+    assert "Connection unexpectedly closed" in page
+    assert "Traceback (most recent call last)" in page
+    assert "1.50 s" in page
+
+
+def test_job_page__shortens_large_arguments(admin_client: Client, make_job: JobMaker) -> None:
+    job_id = make_job(args={"payload": "x" * 300_000})
+
+    response = admin_client.get(f"{JOBS_URL}{job_id}/change/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Shortened: 20,000 of 300,015 characters shown." in page
+    assert len(page) < 100_000
+    listing = admin_client.get(JOBS_URL).content.decode()
+    assert "xxxxxxxxxx…" in listing
+    assert len(listing) < 100_000
+
+
+def test_job_page__unknown_job_redirects(admin_client: Client) -> None:
+    for job_id in ("123456789", "not-a-number"):
+        assert admin_client.get(f"{JOBS_URL}{job_id}/change/").status_code == 302
+
+
+def act(client: Client, action: str, *job_ids: int, **extra: str) -> str:
+    response = client.post(
+        JOBS_URL, {"action": action, "_selected_action": [str(i) for i in job_ids], **extra}
+    )
+    assert response.status_code == 302, response.content[:2000]
+    return " ".join(str(m) for m in get_messages(response.wsgi_request))
+
+
+def test_job_actions__retry_failed_jobs(admin_client: Client, make_job: JobMaker) -> None:
+    failed = make_job("failed")
+    done = make_job("succeeded")
+
+    message = act(admin_client, "retry_failed", failed, done)
+
+    assert message == ("Retried 1 job. Left alone: 1 succeeded (only failed jobs can be retried).")
+    assert ProcrastinateJob.objects.get(id=failed).status == "todo"
+    assert ProcrastinateJob.objects.get(id=done).status == "succeeded"
+
+
+def test_job_actions__cancel_jobs_not_started(admin_client: Client, make_job: JobMaker) -> None:
+    waiting = [make_job(), make_job()]
+    running = make_job("doing")
+
+    message = act(admin_client, "cancel_waiting", *waiting, running)
+
+    assert message.startswith("Cancelled 2 jobs. Left alone: 1 doing")
+    assert {ProcrastinateJob.objects.get(id=i).status for i in waiting} == {"cancelled"}
+    assert ProcrastinateJob.objects.get(id=running).status == "doing"
+
+
+def test_job_actions__request_abort_of_running_jobs(
+    admin_client: Client, make_job: JobMaker
+) -> None:
+    running = make_job("doing")
+    finished = make_job("succeeded")
+
+    message = act(admin_client, "request_abort", running, finished)
+
+    assert message == (
+        "Requested abort of 1 job. Left alone: 1 succeeded (only running jobs can be aborted)."
+    )
+    job = ProcrastinateJob.objects.get(id=running)
+    assert (job.status, job.abort_requested) == ("doing", True)
+
+
+def test_job_actions__reschedule_asks_for_a_time_then_moves_jobs(
+    admin_client: Client, make_job: JobMaker
+) -> None:
+    failed = make_job("failed")
+    waiting = make_job(args={"notification_id": 9}, queueing_lock="n-9", lock="l-9")
+    running = make_job("doing")
+    run_at = timezone.now().replace(microsecond=0, second=0) + dt.timedelta(hours=2)
+
+    form = admin_client.post(
+        JOBS_URL, {"action": "reschedule", "_selected_action": [failed, waiting, running]}
+    )
+    assert form.status_code == 200
+    assert b'name="run_at"' in form.content
+    message = act(
+        admin_client,
+        "reschedule",
+        failed,
+        waiting,
+        running,
+        apply="1",
+        run_at=timezone.localtime(run_at).strftime("%Y-%m-%dT%H:%M"),
+    )
+
+    retried = ProcrastinateJob.objects.get(id=failed)
+    assert (retried.status, retried.scheduled_at) == ("todo", run_at)
+    assert ProcrastinateJob.objects.get(id=waiting).status == "cancelled"
+    copy = ProcrastinateJob.objects.exclude(id__in=[failed, waiting, running]).get()
+    assert (copy.status, copy.scheduled_at, copy.args) == ("todo", run_at, {"notification_id": 9})
+    assert (copy.queueing_lock, copy.lock, copy.task_name) == (
+        "n-9",
+        "l-9",
+        "jobs.send_notification",
+    )
+    assert message == (
+        f"Rescheduled 2 jobs. Waiting jobs were replaced by copies with new ids: "
+        f"{waiting} → {copy.id}. Left alone: 1 doing (only failed and waiting jobs can be "
+        "rescheduled)."
+    )
+
+
+def test_job_actions__from_the_job_page(admin_client: Client, make_job: JobMaker) -> None:
+    failed = make_job("failed")
+    url = f"{JOBS_URL}{failed}/change/"
+    assert b'name="CHANGE_FORM-action"' in admin_client.get(url).content
+
+    response = admin_client.post(
+        url, {"CHANGE_FORM-action": "retry_failed", "_selected_action": [failed]}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == url
+    assert ProcrastinateJob.objects.get(id=failed).status == "todo"
+
+
+def test_job_actions__need_the_manage_permission(staff_client: Client, make_job: JobMaker) -> None:
+    failed = make_job("failed")
+
+    assert staff_client.get(JOBS_URL).context["action_form"] is None
+    staff_client.post(JOBS_URL, {"action": "retry_failed", "_selected_action": [failed]})
+
+    assert ProcrastinateJob.objects.get(id=failed).status == "failed"
+
+
+def test_job_actions__consider_at_most_the_limit(
+    admin_client: Client, make_job: JobMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_admin, "ACTION_LIMIT", 2)
+    jobs = [make_job("failed") for _ in range(3)]
+
+    message = act(admin_client, "retry_failed", *jobs)
+
+    assert message == "Retried 2 jobs. Only the 2 newest selected jobs were considered."
+    assert ProcrastinateJob.objects.get(id=jobs[0]).status == "failed"
+
+
+def test_event_list__filters_by_type_and_time_and_finds_a_jobs_events(
+    admin_client: Client, make_job: JobMaker
+) -> None:
+    first = make_job("succeeded")
+    second = make_job()
+    events = ProcrastinateEvent.objects.order_by("-id")
+
+    assert listed(admin_client, EVENTS_URL) == [e.id for e in events]
+    assert listed(admin_client, EVENTS_URL, type="succeeded") == [
+        e.id for e in events.filter(type="succeeded")
+    ]
+    assert listed(admin_client, EVENTS_URL, type="nonsense") == []
+    assert listed(admin_client, EVENTS_URL, q=str(second)) == [
+        e.id for e in events.filter(job_id=second)
+    ]
+    assert listed(admin_client, EVENTS_URL, q="abc") == []
+    assert listed(admin_client, EVENTS_URL, at_from="-1h") == [e.id for e in events]
+    assert listed(admin_client, EVENTS_URL, at_to="-1h") == []
+    assert first in {e.job_id for e in events}
+
+
+def test_capped_paginator__counts_up_to_the_cap() -> None:
+    paginator = CappedPaginator(list(range(400)), per_page=3)
+    paginator.noun = "rows"
+    assert paginator.label == "More than 300 rows; filter or search to see others"
+    assert paginator.num_pages == 100
+
+    small = CappedPaginator(ProcrastinateJob.objects.none(), per_page=3)
+    small.noun = "jobs"
+    assert small.label == "0 jobs"
