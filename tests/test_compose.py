@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from django.conf import settings
 from django.core.management import get_commands
+from django.urls import resolve
+
+from jobs import health
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -82,3 +87,27 @@ def test_compose__worker_gets_time_to_finish_jobs(services: dict[str, Any]) -> N
     assert grace.endswith("s")
     timeout = settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]
     assert float(grace[:-1]) > timeout
+
+
+def test_compose__web_healthcheck_asks_the_health_endpoint(services: dict[str, Any]) -> None:
+    check = services["web"]["healthcheck"]
+    command = check["test"]
+    assert command[:3] == ["CMD", "python", "-c"]
+    assert "python:3.13-slim" in (ROOT / "Dockerfile").read_text()  # no curl: urllib it is
+    url = re.search(r"'(http://[^']+)'", command[3])
+    assert url is not None
+    parsed = urlsplit(url[1])
+    assert parsed.hostname in settings_for_compose(services)["ALLOWED_HOSTS"].split(",")
+    assert parsed.port == int(services["web"]["ports"][0].split(":")[-1])
+    assert resolve(parsed.path).func is health.health
+    assert "urlopen" in command[3]  # raises on a 503, so the check fails
+    timeout = float(re.search(r"timeout=(\d+)", command[3])[1])  # type: ignore[index]
+    assert timeout < float(check["timeout"].rstrip("s"))
+
+
+def settings_for_compose(services: dict[str, Any]) -> dict[str, str]:
+    """The web service's environment with compose's ${VAR:-default} resolved to defaults."""
+    return {
+        name: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+        for name, value in services["web"]["environment"].items()
+    }

@@ -1,0 +1,163 @@
+"""The health endpoint (jobs/health.py): what load balancers and compose's healthcheck see."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+from unittest import mock
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import OperationalError, connection
+from django.test import Client
+from procrastinate.contrib.django import app
+
+from jobs import health
+from jobs.testing import WorkerProcess
+
+HEALTH = "/health/"
+
+
+@pytest.fixture
+def live_worker(db: None) -> int:
+    """A worker row with a fresh heartbeat, registered through procrastinate's API."""
+    return int(async_to_sync(app.job_manager.register_worker)())
+
+
+def stale(worker_id: int) -> None:
+    with connection.cursor() as cursor:
+        # Test setup: age the heartbeat (procrastinate only ever sets it to now()).
+        cursor.execute(
+            "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '10 minutes' "
+            "WHERE id = %s",
+            [worker_id],
+        )
+
+
+@pytest.mark.django_db
+def test_health__ok_with_database_migrations_and_a_live_worker(
+    client: Client, live_worker: int, django_assert_max_num_queries: Any
+) -> None:
+    # The statement timeout, migrations, workers, and the savepoint around them.
+    with django_assert_max_num_queries(5):
+        response = client.get(HEALTH)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"].startswith("max-age=0")
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["failed"] == []
+    assert body["checks"]["database"] == {"ok": True}
+    assert body["checks"]["migrations"] == {"ok": True, "missing": []}
+    assert body["checks"]["workers"]["live"] == 1
+    assert body["checks"]["workers"]["newest_heartbeat_age_seconds"] < 60
+
+
+@pytest.mark.django_db
+def test_health__503_without_a_live_worker(client: Client, live_worker: int) -> None:
+    stale(live_worker)
+
+    response = client.get(HEALTH)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "fail"
+    assert body["failed"] == ["workers"]
+    assert body["checks"]["workers"]["live"] == 0
+    assert body["checks"]["workers"]["newest_heartbeat_age_seconds"] >= 600
+
+
+@pytest.mark.django_db
+def test_health__503_with_no_worker_at_all(client: Client) -> None:
+    body = client.get(HEALTH).json()
+
+    assert body["failed"] == ["workers"]
+    assert body["checks"]["workers"]["newest_heartbeat_age_seconds"] is None
+
+
+@pytest.mark.django_db
+def test_health__can_skip_the_workers(client: Client) -> None:
+    response = client.get(HEALTH, {"skip": "workers"})
+
+    assert response.status_code == 200
+    assert set(response.json()["checks"]) == {"database", "migrations"}
+
+
+@pytest.mark.django_db
+def test_health__503_when_a_migration_is_missing(
+    client: Client, live_worker: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_disk = health.migrations_on_disk()
+    monkeypatch.setattr(
+        health,
+        "migrations_on_disk",
+        lambda: {**on_disk, "jobs": on_disk["jobs"] | {"9999_from_the_next_deploy"}},
+    )
+
+    response = client.get(HEALTH)
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["migrations"] == {
+        "ok": False,
+        "missing": ["jobs.9999_from_the_next_deploy"],
+    }
+
+
+@pytest.mark.django_db
+def test_health__a_pending_procrastinate_post_migration_is_reported_not_failed(
+    client: Client, live_worker: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # procrastinate's upgrade runs the new code before its "post" migrations.
+    on_disk = health.migrations_on_disk()
+    monkeypatch.setattr(
+        health,
+        "migrations_on_disk",
+        lambda: {**on_disk, "procrastinate": on_disk["procrastinate"] | {"0099_post_cleanup"}},
+    )
+
+    response = client.get(HEALTH)
+
+    assert response.status_code == 200
+    assert response.json()["checks"]["migrations"] == {
+        "ok": True,
+        "missing": [],
+        "pending_post_migrations": ["procrastinate.0099_post_cleanup"],
+    }
+
+
+def test_migrations_on_disk__lists_both_apps() -> None:
+    on_disk = health.migrations_on_disk()
+
+    assert "0041_post_retry_failed_job" in on_disk["procrastinate"]
+    assert "0004_admin_indexes" in on_disk["jobs"]
+    assert "__init__" not in on_disk["jobs"]
+
+
+@pytest.mark.django_db
+def test_health__503_when_the_database_is_unreachable(client: Client) -> None:
+    with mock.patch.object(
+        connection, "cursor", side_effect=OperationalError("connection refused")
+    ):
+        response = client.get(HEALTH)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["database", "migrations", "workers"]
+    assert "connection refused" in body["checks"]["database"]["error"]
+
+
+def test_health__served_by_uvicorn_with_a_real_worker(
+    start_worker: Callable[..., WorkerProcess], site_server: Callable[..., str]
+) -> None:
+    url = site_server() + HEALTH
+    with pytest.raises(urllib.error.HTTPError) as no_worker:
+        urllib.request.urlopen(url, timeout=10)
+    assert no_worker.value.code == 503
+    no_worker.value.close()
+
+    start_worker()
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200

@@ -1,0 +1,129 @@
+"""The Prometheus endpoint (jobs/metrics.py): who may read it, and what it says."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import OperationalError, connection
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import JobMaker
+
+METRICS = "/metrics/"
+TOKEN = "metrics-token-for-tests"
+
+
+def samples(response: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of a text exposition."""
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def with_token(settings: Any) -> str:
+    settings.JOBS_METRICS_TOKEN = TOKEN
+    return TOKEN
+
+
+@pytest.mark.django_db
+def test_metrics__need_the_token_or_a_staff_login(
+    client: Client, staff_client: Client, with_token: str
+) -> None:
+    anonymous = client.get(METRICS)
+    assert anonymous.status_code == 401
+    assert anonymous["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert client.get(METRICS, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert staff_client.get(METRICS).status_code == 200
+    client.force_login(User.objects.create_user("clerk", password="x"))
+    assert client.get(METRICS).status_code == 403
+
+
+@pytest.mark.django_db
+def test_metrics__without_a_token_setting_no_bearer_is_accepted(client: Client) -> None:
+    assert client.get(METRICS, headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.get(METRICS, headers={"Authorization": "Bearer anything"}).status_code == 401
+
+
+@pytest.mark.django_db
+def test_metrics__waiting_and_running_jobs_and_workers(
+    client: Client, make_job: JobMaker, with_token: str, django_assert_max_num_queries: Any
+) -> None:
+    make_job(queue="mail")
+    make_job(queue="mail", schedule_in={"hours": 1})
+    make_job("doing", queue="mail")
+    make_job("failed", queue="reports")
+
+    with django_assert_max_num_queries(14):
+        response = client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    values = samples(response)
+    assert values[("pgjobs_database_up", ())] == 1
+    assert values[("pgjobs_jobs", (("queue", "mail"), ("status", "todo")))] == 2
+    assert values[("pgjobs_jobs", (("queue", "mail"), ("status", "doing")))] == 1
+    assert values[("pgjobs_jobs_scheduled", (("queue", "mail"),))] == 1
+    assert values[("pgjobs_oldest_waiting_seconds", (("queue", "mail"),))] >= 0
+    assert values[("pgjobs_finished_jobs", (("status", "failed"),))] == 1
+    assert values[("pgjobs_workers", (("state", "live"),))] == 1  # the one that fetched
+
+
+def test_metrics__histograms_and_failures_of_a_busy_queue(
+    seeded_history: int, client: Client, with_token: str
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_events "
+            "WHERE type = 'started' AND at >= now() - interval '300 seconds'"
+        )
+        (started,) = cursor.fetchone()
+
+    values = samples(client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"}))
+
+    waiting_counts = {
+        labels: value
+        for (name, labels), value in values.items()
+        if name == "pgjobs_job_waiting_seconds_gcount"
+    }
+    assert sum(waiting_counts.values()) == started > 0
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in values.items()
+        if name == "pgjobs_job_waiting_seconds_bucket" and dict(labels)["queue"] == "notifications"
+    )
+    counts = [value for _, value in buckets]
+    assert counts == sorted(counts)  # cumulative
+    assert buckets[-1][1] == waiting_counts[(("queue", "notifications"),)]
+    assert ("pgjobs_job_duration_seconds_gsum", (("queue", "notifications"),)) in values
+    assert any(name == "pgjobs_failed_attempts" for name, _ in values)
+    assert values[("pgjobs_jobs_estimated", (("queue", "reports"), ("status", "succeeded")))] > 0
+
+
+@pytest.mark.django_db
+def test_metrics__say_so_when_the_database_cannot_be_read(client: Client, with_token: str) -> None:
+    with mock.patch.object(connection, "cursor", side_effect=OperationalError("down")):
+        response = client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert samples(response) == {("pgjobs_database_up", ()): 0.0}
+
+
+@pytest.mark.django_db
+def test_metrics__openmetrics_when_asked(client: Client, with_token: str) -> None:
+    response = client.get(
+        METRICS,
+        headers={
+            "Authorization": f"Bearer {TOKEN}",
+            "Accept": "application/openmetrics-text; version=1.0.0",
+        },
+    )
+
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    assert response.content.decode().rstrip().endswith("# EOF")
