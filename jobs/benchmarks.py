@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
+import http.cookies
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import Any
 import psycopg
 from croniter import croniter
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from procrastinate.contrib.django import app
 
 from jobs.databases import connection_kwargs, create_database, database_url, drop_database
@@ -531,3 +535,69 @@ def seed_queue_history(
             conn.execute(f"VACUUM (ANALYZE) {table}")
         conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now()")
     return time.monotonic() - started
+
+
+def create_superuser(database: ScratchDatabase, username: str, password: str) -> None:
+    """A superuser in `database` (its password hashed here, with the site's hashers)."""
+    with database.connect() as conn:
+        conn.execute(
+            """
+            INSERT INTO auth_user (password, is_superuser, username, first_name, last_name,
+                                   email, is_staff, is_active, date_joined)
+            VALUES (%s, true, %s, '', '', '', true, true, now())
+            """,
+            [make_password(password), username],
+        )
+
+
+def _set_cookies(response: http.client.HTTPResponse) -> dict[str, str]:
+    jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+    for header in response.headers.get_all("Set-Cookie") or []:
+        jar.load(header)
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def admin_login(port: int, username: str, password: str) -> str:
+    """Log in through the admin's login form; return the `Cookie` header of the session."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/admin/login/")
+        response = connection.getresponse()
+        page = response.read().decode()
+        cookies = _set_cookies(response)
+        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        if found is None:
+            raise RuntimeError("no login form at /admin/login/")
+        form = urllib.parse.urlencode(
+            {
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": found[1],
+                "next": "/admin/",
+            }
+        )
+        connection.request(
+            "POST",
+            "/admin/login/",
+            body=form,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+            },
+        )
+        response = connection.getresponse()
+        response.read()
+        if response.status != 302:
+            raise RuntimeError(f"logging in failed with HTTP {response.status}")
+        cookies |= _set_cookies(response)
+    finally:
+        connection.close()
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+def time_statement(database: ScratchDatabase, sql: str) -> float:
+    """Seconds one run of `sql` takes on `database`."""
+    with database.connect() as conn:
+        started = time.perf_counter()
+        conn.execute(sql).fetchall()
+        return time.perf_counter() - started
