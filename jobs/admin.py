@@ -206,9 +206,7 @@ class JobAdmin(QueueTableAdmin):
         "task",
         "status_label",
         "queue_name",
-        "attempts",
-        "deferred",
-        "last_event",
+        "events",
         "outcome",
         "arguments_preview",
     ]
@@ -224,8 +222,8 @@ class JobAdmin(QueueTableAdmin):
     ]
     search_fields = ["id"]  # shows the search box; get_search_results does the work
     search_help_text = (
-        "A job id, a task name (or its last part, e.g. build_report), or the beginning of "
-        "a lock or queueing lock."
+        "A job id, a task name (or its last part, e.g. build_report), a lock or queueing "
+        "lock; end with * for the locks that begin with it (report-12*)."
     )
     fieldsets = [
         (
@@ -337,19 +335,15 @@ class JobAdmin(QueueTableAdmin):
     def _events(job: ProcrastinateJob) -> list[ProcrastinateEvent]:
         return getattr(job, "timeline_events", [])
 
-    @admin.display(description="Deferred")
-    def deferred(self, job: ProcrastinateJob) -> str:
-        first = next((e for e in self._events(job) if e.type == "deferred"), None)
-        return _moment(first.at if first else None)
-
-    @admin.display(description="Last event")
-    def last_event(self, job: ProcrastinateJob) -> str:
+    @admin.display(description="Deferred, last event")
+    def events(self, job: ProcrastinateJob) -> str:
         events = self._events(job)
-        if not events or events[-1].at is None:
-            return "-"
-        last = events[-1]
-        assert last.at is not None
-        return f"{last.type} {relative(last.at, now=timezone.now())}"
+        first = next((e for e in events if e.type == "deferred"), None)
+        deferred = _moment(first.at if first else None)
+        last = events[-1] if events else None
+        if last is None or last.at is None or last is first:
+            return deferred
+        return f"{deferred}; {last.type} {relative(last.at, now=timezone.now())}"
 
     @admin.display(description="Outcome")
     def outcome(self, job: ProcrastinateJob) -> str:

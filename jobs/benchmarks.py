@@ -601,3 +601,9 @@ def time_statement(database: ScratchDatabase, sql: str) -> float:
         started = time.perf_counter()
         conn.execute(sql).fetchall()
         return time.perf_counter() - started
+
+
+def refresh_heartbeats(database: ScratchDatabase) -> None:
+    """Set the seeded workers' heartbeats to now, as running workers keep doing."""
+    with database.connect() as conn:
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now()")

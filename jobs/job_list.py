@@ -9,8 +9,8 @@ the whole table. Here instead:
   pages beyond the cap are not offered, so OFFSET stays small too;
 - the filters' choices are fixed (statuses, event types) or come from the task registry and
   a loose index scan of the names in the table (queues and tasks: one probe per name);
-- searching matches a job id, a task name, or the beginning of a lock or queueing lock,
-  each through an index;
+- searching matches a job id, a task name, a lock or queueing lock (or the beginning of
+  one, asked with a trailing "*"), each through an index;
 - a date range becomes a range of ids: ids grow with time, and the `(type, at)` index on
   events finds the first job (or event) after a date in one probe. Jobs deferred by
   transactions that straddle a boundary may land on either side of it.
@@ -323,18 +323,23 @@ def search_jobs(
     queryset: QuerySet[Any], term: str, *, tasks: Callable[[], list[str]]
 ) -> QuerySet[Any]:
     """Jobs matching `term`: a task name (in full, or its last dotted part), else a job id,
-    the beginning of a lock or queueing lock, or an exact task name absent from `tasks()`.
+    a lock or queueing lock, or an exact task name absent from `tasks()`. A term ending
+    with "*" matches the locks that begin with it.
 
     A known task is searched alone: OR-ing it with the other columns would make PostgreSQL
-    gather all of that task's jobs before sorting them.
+    gather all of that task's jobs before sorting them. Locks match exactly unless asked:
+    a short prefix can match a good part of the table.
     """
     term = term.strip()
     if not term:
         return queryset
+    if term.endswith("*") and term.rstrip("*"):
+        prefix = term.rstrip("*")
+        return queryset.filter(Q(lock__startswith=prefix) | Q(queueing_lock__startswith=prefix))
     named = [name for name in tasks() if term in (name, name.rsplit(".", 1)[-1])]
     if named:
         return queryset.filter(task_name__in=named)
-    condition = Q(lock__startswith=term) | Q(queueing_lock__startswith=term) | Q(task_name=term)
+    condition = Q(lock=term) | Q(queueing_lock=term) | Q(task_name=term)
     if term.isdigit() and int(term) <= PG_BIGINT_MAX:
         condition |= Q(id=int(term))
     return queryset.filter(condition)

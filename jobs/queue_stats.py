@@ -23,6 +23,7 @@ database's clock, the one that wrote the events.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from croniter import croniter
 from django.db import connection
 from procrastinate.contrib.django import app
 
-from jobs.periodic import describe_cron
+from jobs import periodic
 
 ACTIVE_STATUSES = ("todo", "doing")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "aborted")
@@ -183,15 +184,15 @@ WITH active AS MATERIALIZED (
            count(*) FILTER (WHERE status = 'doing') AS doing,
            count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS later,
            min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_id,
-           (array_agg(id ORDER BY scheduled_at, id)
-               FILTER (WHERE status = 'todo' AND scheduled_at <= now()))[1] AS oldest_due_id,
            min(scheduled_at) FILTER (WHERE status = 'todo' AND scheduled_at <= now()) AS due_at
     FROM active GROUP BY queue_name
 )
 SELECT p.queue_name, p.todo, p.doing, p.later, p.oldest_id,
        (SELECT min(e.at) FROM procrastinate_events e
          WHERE e.job_id = p.oldest_id AND e.type = 'deferred') AS oldest_deferred_at,
-       p.oldest_due_id, p.due_at, now(), (SELECT count(*) FROM active)
+       (SELECT min(a.id) FROM active a
+         WHERE a.queue_name = p.queue_name AND a.status = 'todo' AND a.scheduled_at = p.due_at),
+       p.due_at, now(), (SELECT count(*) FROM active)
 FROM per_queue p
 """
 
@@ -542,6 +543,10 @@ def workers(*, live_within: float, limit: int = 100) -> list[WorkerState]:
     ]
 
 
+# Putting a cron line in words takes a millisecond, and the lines never change.
+_describe_cron = functools.lru_cache(maxsize=256)(periodic.describe_cron)
+
+
 @dataclass(frozen=True)
 class PeriodicState:
     task_name: str
@@ -589,7 +594,7 @@ def periodic_tasks(*, now: dt.datetime) -> list[PeriodicState]:
                 task_name=entry.task.name,
                 periodic_id=entry.periodic_id,
                 cron=entry.cron,
-                description=describe_cron(entry.cron),
+                description=_describe_cron(entry.cron),
                 queue=entry.configure_kwargs.get("queue") or entry.task.queue,
                 next_run=croniter(entry.cron, now).get_next(dt.datetime),
                 last_run=dt.datetime.fromtimestamp(tick, tz=dt.UTC) if tick else None,

@@ -151,8 +151,11 @@ def test_job_list__filters_and_searches(admin_client: Client, make_job: JobMaker
     assert listed(admin_client, q=str(failed)) == [failed]
     assert listed(admin_client, q="build_report") == [failed]
     assert listed(admin_client, q="legacy.gone") == [other]
-    assert listed(admin_client, q="report-") == [failed]
-    assert listed(admin_client, q="notify-a") == [waiting]
+    assert listed(admin_client, q="report-7") == [failed]
+    assert listed(admin_client, q="report-") == []
+    assert listed(admin_client, q="report-*") == [failed]
+    assert listed(admin_client, q="notify-a@example.com") == [waiting]
+    assert listed(admin_client, q="notify-*") == [waiting]
     assert listed(admin_client, q="nothing-like-it") == []
     assert listed(admin_client, q="99999999999999999999999") == []
 

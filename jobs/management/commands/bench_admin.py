@@ -45,6 +45,7 @@ def pages(jobs: int) -> list[Page]:
         ),
         ("admin search: job id", lambda p, n: f"{JOBS}?q={job_id(p)}"),
         ("admin search: lock", lambda p, n: f"{JOBS}?q=report-{p.randint(0, 4999)}"),
+        ("admin search: lock prefix", lambda p, n: f"{JOBS}?q=report-{p.randint(100, 499)}*"),
         ("admin search: task name", lambda p, n: f"{JOBS}?q=send_notification"),
         ("admin job page", lambda p, n: f"{JOBS}{job_id(p)}/change/"),
         ("admin event list", lambda p, n: EVENTS),
@@ -145,6 +146,10 @@ class Command(BaseCommand):
                 "Authorization": f"Bearer {token}",
             }
             for label, path in pages(jobs):
+                if label == "health":
+                    # The seeded workers' heartbeats are as old as the seeding: freshen
+                    # them, as live workers would, so /health/ answers 200.
+                    benchmarks.refresh_heartbeats(database)
                 # The first request of each page fills caches (PostgreSQL's buffers, the
                 # dashboard's settled minutes): reported apart, then two more warm up.
                 first, _ = benchmarks.time_requests(port, [("GET", path(picker, 0), None)], headers)
@@ -156,8 +161,7 @@ class Command(BaseCommand):
                     [("GET", path(picker, n), None) for n in range(options["requests"])],
                     headers,
                 )
-                allowed = {200, 503} if label == "health" else {200}
-                if not set(statuses) <= allowed:
+                if set(statuses) != {200}:
                     raise CommandError(f"{label}: HTTP {sorted(set(statuses))}")
                 figures["pages"][label] = {**latency.__dict__, "first_ms": first.median_ms}
                 self.stdout.write(f"  {label}: {latency.median_ms:.1f} ms")
