@@ -3,6 +3,7 @@
 `PROCRASTINATE_ON_APP_READY` points at `on_app_ready`, which adds worker-wide middleware to
 every worker the app starts (`manage.py procrastinate worker` included): the result
 recorder of `jobs.results`, and connection hygiene around each task.
+It also gives workers the connector of `jobs.connector`, which rides out a database restart.
 """
 
 from __future__ import annotations
@@ -51,7 +52,17 @@ async def close_connections_async(
 
 
 def on_app_ready(app: procrastinate.App) -> None:
+    from procrastinate.contrib.django.django_connector import DjangoConnector
+
+    from jobs.connector import ReconnectingDjangoConnector
     from jobs.results import record_result
+
+    # Workers that survive a database restart (see jobs.connector). The app was built
+    # with procrastinate's plain Django connector a moment ago; nothing has used it yet.
+    if type(app.connector) is DjangoConnector:
+        reconnecting = ReconnectingDjangoConnector(alias=app.connector.alias)
+        app.connector = reconnecting
+        app.job_manager.connector = reconnecting
 
     # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
     app.worker_defaults = {

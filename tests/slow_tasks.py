@@ -51,3 +51,12 @@ def wait_for_file_once(context: JobContext, path: str, timeout: float = 30) -> d
 @app.task(name="tests.return_unserializable", queue="tests")
 def return_unserializable() -> object:
     return {1, 2, 3}
+
+
+# No retry: a run that fails (a database connection found broken, say) stays failed, so
+# the fault tests see it instead of a quiet second attempt.
+@app.task(name="tests.quick", queue="tests")
+def quick(n: int) -> int:
+    """A short job that writes through the worker thread's own Django connection."""
+    report_progress(1.0, "done")
+    return n

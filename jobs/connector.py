@@ -1,0 +1,186 @@
+"""The workers' database connector: procrastinate's own, made to ride out a database restart.
+
+procrastinate 3.10's worker does not survive its database going away for a moment (a
+restart, a failover, a dropped network path). Its LISTEN connection is reconnected once,
+straight away, while the server is still down; that failure ends the side task that owns
+it, and a failed side task stops the whole worker. A query of the main loop (fetching the
+next job), of the heartbeat or of the periodic deferrer that fails stops it too. A
+supervisor starts it again, but only after it has waited for its running jobs (up to the
+graceful timeout) without taking new ones.
+
+`ReconnectingPsycopgConnector` keeps the worker running instead:
+
+- A statement that fails because the connection was lost or could not be made is run
+  again after a growing pause (0.1 s doubling up to 2 s), for up to `reconnect_timeout`
+  seconds; after that the error is raised as before, and the supervisor restarts the
+  worker. The idle connections of procrastinate's pool, dead as well, are replaced at
+  once: the pool would find them one at a time, pausing longer after each.
+- The LISTEN connection is made again with the same pauses, for as long as it takes. Each
+  time it is (the first time included), the worker is woken as if a job had been deferred:
+  notifications sent while nobody listened are lost, and the jobs they announced would
+  otherwise wait for the next poll.
+
+`ReconnectingDjangoConnector` is the Django connector that hands this connector to
+`manage.py procrastinate worker`; `jobs.worker.on_app_ready` installs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, LiteralString, TypeVar
+
+import psycopg
+import psycopg.sql
+import psycopg_pool
+from procrastinate import connector, exceptions, sql
+from procrastinate.contrib.django import django_connector
+from procrastinate.contrib.django.utils import connector_params
+from procrastinate.psycopg_connector import PsycopgConnector
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_PAUSE = 0.1
+LONGEST_PAUSE = 2.0
+# How often an idle LISTEN connection is checked with a query: a peer that vanished
+# without closing the connection (a failover, a cut network path) shows up no later.
+LISTEN_CHECK_INTERVAL = 30.0
+# What procrastinate's trigger sends when a job is inserted; the worker reads "type" only.
+WAKE_UP = json.dumps({"type": "job_inserted", "job_id": None})
+
+# Errors after which the statement did not take effect: the connection could not be made
+# (no server, "the database system is starting up", pool timeout), or the server ended the
+# session while shutting down or after a crash, which rolls back what it was running.
+RETRIED_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdown, starting
+RETRIED_SQLSTATE_CLASSES = {"08"}  # connection exception
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` (a connector error or psycopg's own) means "no usable connection"."""
+    cause = error.__cause__ if isinstance(error, exceptions.ConnectorException) else error
+    if isinstance(cause, psycopg_pool.PoolTimeout):
+        return True
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    sqlstate = cause.sqlstate
+    # No SQLSTATE: the client library gave up (refused, reset, closed), not the server.
+    return (
+        sqlstate is None
+        or sqlstate in RETRIED_SQLSTATES
+        or sqlstate[:2] in RETRIED_SQLSTATE_CLASSES
+    )
+
+
+class ReconnectingPsycopgConnector(PsycopgConnector):
+    """procrastinate's psycopg connector whose statements and LISTEN survive a restart.
+
+    Inserting jobs is never run again: if the connection broke after the server committed
+    the insert but before its reply arrived, a second run would defer the jobs twice. A
+    task that defers while the database is away fails, and its retry policy decides.
+    Other statements are safe to repeat, or fail harmlessly when repeated (finishing a job
+    that is already finished). The one gap left is fetching a job when the reply is lost
+    after the commit (only on a broken network, not on a restart, where the server says
+    it is shutting down): that job stays `doing` until this worker stops, and stalled-job
+    recovery then retries it.
+    """
+
+    def __init__(self, *, reconnect_timeout: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reconnect_timeout = reconnect_timeout
+        self._listen_kwargs: dict[str, Any] = dict(kwargs.get("kwargs") or {})
+
+    async def _retrying(self, query: LiteralString, run: Callable[[], Awaitable[T]]) -> T:
+        if query == sql.queries["defer_jobs"]:
+            return await run()
+        deadline = time.monotonic() + self.reconnect_timeout
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                return await run()
+            except exceptions.ConnectorException as error:
+                if not connection_lost(error) or time.monotonic() + pause > deadline:
+                    raise
+                logger.warning(
+                    "Database unreachable (%s); trying again in %.1f s",
+                    str(error.__cause__).strip(),
+                    pause,
+                )
+                if pause == FIRST_PAUSE:
+                    await self._replace_pooled_connections()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+
+    async def _replace_pooled_connections(self) -> None:
+        """Swap the pool's idle connections for new ones after the server was lost.
+
+        They are most likely dead too. The pool would find out one at a time, by checking
+        each before handing it out, but it pauses 1, 2, 4… seconds after each failed check:
+        with four dead connections a worker would wait seven seconds for its next job.
+        """
+        await self.pool.drain()
+
+    async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
+        parent = super().execute_query_async
+        await self._retrying(query, lambda: parent(query, **arguments))
+
+    async def execute_query_one_async(
+        self, query: LiteralString, **arguments: Any
+    ) -> dict[str, Any]:
+        parent = super().execute_query_one_async
+        return await self._retrying(query, lambda: parent(query, **arguments))
+
+    async def execute_query_all_async(
+        self, query: LiteralString, **arguments: Any
+    ) -> list[dict[str, Any]]:
+        parent = super().execute_query_all_async
+        return await self._retrying(query, lambda: parent(query, **arguments))
+
+    async def listen_notify(
+        self, on_notification: connector.Notify, channels: Iterable[str]
+    ) -> None:
+        channels = list(channels)
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    **self._listen_kwargs, autocommit=True
+                ) as connection:
+                    for channel in channels:
+                        await connection.execute(
+                            psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
+                        )
+                    if pause != FIRST_PAUSE:  # a reconnection: the server was away
+                        await self._replace_pooled_connections()
+                    pause = FIRST_PAUSE
+                    await on_notification(channel=channels[0], payload=WAKE_UP)
+                    await self._relay_notifications(connection, on_notification)
+            except psycopg.OperationalError as error:
+                if not connection_lost(error):
+                    raise
+                logger.warning(
+                    "LISTEN connection lost (%s); reconnecting in %.1f s",
+                    str(error).strip(),
+                    pause,
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+
+    async def _relay_notifications(
+        self, connection: psycopg.AsyncConnection[Any], on_notification: connector.Notify
+    ) -> None:
+        while True:
+            async for notification in connection.notifies(timeout=LISTEN_CHECK_INTERVAL):
+                await on_notification(channel=notification.channel, payload=notification.payload)
+            await connection.execute("SELECT 1")
+
+
+class ReconnectingDjangoConnector(django_connector.DjangoConnector):
+    """procrastinate's Django connector (web, commands) whose workers use the one above."""
+
+    def get_worker_connector(self) -> connector.BaseAsyncConnector:
+        return ReconnectingPsycopgConnector(kwargs=connector_params(self.alias))
