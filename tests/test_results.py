@@ -165,7 +165,7 @@ def test_results__shown_on_the_admin_job_page(
     assert page.status_code == 200
     assert b"DoesNotExist" in page.content
     assert b"Traceback" in page.content
-    assert b"failed (attempt 1" in page.content
+    assert b"(attempt 1, worker " in page.content
 
 
 def test_results__deleted_with_their_job_by_procrastinate(run_worker: Callable[..., Any]) -> None:
