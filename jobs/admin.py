@@ -398,12 +398,7 @@ class JobAdmin(QueueTableAdmin):
         result = self._result(job)
         if result is None:
             return "not run yet"
-        return format_html(
-            "{} (attempt {}, worker {})",
-            status_badge(result.status),
-            result.attempt,
-            result.worker_name or "?",
-        )
+        return f"{result.status} (attempt {result.attempt}, worker {result.worker_name or '?'})"
 
     @admin.display(description="Timing")
     def result_timing(self, job: ProcrastinateJob) -> str:
