@@ -428,8 +428,8 @@ def test_event_list__filters_by_type_and_time_and_finds_a_jobs_events(
 def test_capped_paginator__counts_up_to_the_cap() -> None:
     paginator = CappedPaginator(list(range(400)), per_page=3)
     paginator.noun = "rows"
-    assert paginator.label == "More than 300 rows; filter or search to see others"
-    assert paginator.num_pages == 100
+    assert paginator.label == "More than 60 rows; filter or search to see others"
+    assert paginator.num_pages == 20
 
     small = CappedPaginator(ProcrastinateJob.objects.none(), per_page=3)
     small.noun = "jobs"
