@@ -170,6 +170,10 @@ if DATABASE_POOL:
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
         "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
     }
+    # Django then gives the pool psycopg's check (an empty query before handing a connection
+    # out). After a database restart every idle pooled connection is dead, and without it
+    # each one fails the request or job that gets it next.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
