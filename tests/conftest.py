@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -21,6 +25,11 @@ from procrastinate.jobs import Status
 from jobs.databases import database_url
 from jobs.processes import web_server_command
 from tests import slow_tasks  # noqa: F401  (registers the test-only tasks)
+
+if TYPE_CHECKING:
+    # Imported at run time by pytest_plugins below: importing it first here would keep
+    # pytest from rewriting its asserts.
+    from jobs.testing import WorkerProcess
 
 pytest_plugins = ["jobs.testing"]
 TEST_TASKS = {"PROCRASTINATE_IMPORT_PATHS": "tests.slow_tasks"}
@@ -218,3 +227,75 @@ def site_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Processes whose parent is `pid`, with their start times (Linux /proc; empty elsewhere).
+
+    The start time tells a child from a later process that got its pid back.
+    """
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[1]) == pid:
+            children[int(stat.parent.name)] = fields[19]
+    return children
+
+
+def _kill_if_still(pid: int, started: str) -> None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return  # gone
+    if fields[19] == started:
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def start_run_workers(
+    transactional_db: None, procrastinate_tables_cleanup: None
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `manage.py run_workers` (a machine's set of workers) against the test database.
+
+    Its output and its workers' go to one log (`WorkerProcess.output()`). It is stopped at
+    the end of the test as a service manager would: SIGTERM, then SIGKILL if it hangs.
+    """
+    from jobs.testing import WorkerProcess, worker_environment
+
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, **env: str) -> WorkerProcess:
+        # Closed and removed at teardown: the processes write to it for the whole test.
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            "w+", prefix="run-workers-", suffix=".log", delete=False
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "django", "run_workers", *args],
+            cwd=settings.BASE_DIR,
+            env=worker_environment(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        group = WorkerProcess(process=process, log=log)
+        started.append(group)
+        return group
+
+    yield start
+    for group in started:
+        if group.process.poll() is None:
+            # The workers run in sessions of their own: a killed supervisor leaves them.
+            workers = _children(group.process.pid)
+            group.process.send_signal(signal.SIGTERM)
+            try:
+                group.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                group.process.kill()
+                group.process.wait()
+                for pid, started_at in workers.items():
+                    _kill_if_still(pid, started_at)
+        group.log.close()
+        os.unlink(group.log.name)

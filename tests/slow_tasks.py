@@ -60,3 +60,14 @@ def quick(n: int) -> int:
     """A short job that writes through the worker thread's own Django connection."""
     report_progress(1.0, "done")
     return n
+
+
+@app.task(name="tests.wait_quietly", queue="tests")
+def wait_quietly(path: str, timeout: float = 30) -> dict[str, str]:
+    """Wait until `path` exists without touching the database (`wait_for_file` does)."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    return {"found": path}

@@ -1,0 +1,372 @@
+"""What workers guarantee when things go wrong, proved with real processes and PostgreSQL.
+
+- SIGTERM: running jobs finish, no job starts after the signal, the rest waits for the
+  next worker. A second SIGTERM stops a worker at once; its jobs are recovered.
+- `run_workers`: SIGTERM stops all of its workers the same graceful way.
+- PostgreSQL restarted under running and waiting jobs: the workers reconnect by
+  themselves, LISTEN/NOTIFY works again, every job runs once.
+- Migrations applied while workers drain and jobs are deferred: nothing is lost.
+
+Every check reads the database: job statuses and procrastinate's events (one "started"
+event per run of a job).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import close_old_connections, connection
+from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
+
+from jobs.models import JobResult
+from jobs.testing import WorkerProcess
+from project import embedded_postgres
+from tests.conftest import TEST_TASKS
+from tests.slow_tasks import quick, wait_for_file, wait_quietly
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"not met within {timeout} s: {what or predicate}"
+        time.sleep(0.05)
+    return value
+
+
+def statuses(job_ids: Iterable[int]) -> dict[int, str]:
+    return dict(ProcrastinateJob.objects.filter(id__in=list(job_ids)).values_list("id", "status"))
+
+
+def runs(job_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(number of "started" events, number of "succeeded" events) per job."""
+    counts = {job_id: (0, 0) for job_id in job_ids}
+    events = ProcrastinateEvent.objects.filter(
+        job_id__in=list(counts), type__in=["started", "succeeded"]
+    ).values_list("job_id", "type")
+    for job_id, kind in events:
+        started, succeeded = counts[job_id]
+        counts[job_id] = (started + (kind == "started"), succeeded + (kind == "succeeded"))
+    return counts
+
+
+def assert_ran_once(job_ids: Iterable[int]) -> None:
+    """Each job started once and succeeded once; the message shows what went wrong."""
+    counts = runs(job_ids)
+    offenders = sorted(job_id for job_id, count in counts.items() if count != (1, 1))
+    if offenders:
+        events = ProcrastinateEvent.objects.filter(job_id__in=offenders[:5]).order_by("id")
+        results = JobResult.objects.filter(job_id__in=offenders[:5]).values_list(
+            "job_id", "status", "worker_name", "attempt", "exception_type", "exception_message"
+        )
+        raise AssertionError(
+            f"{len(offenders)} of {len(counts)} jobs did not run exactly once: "
+            f"{[(job_id, counts[job_id]) for job_id in offenders[:5]]}\n"
+            f"events: {list(events.values_list('job_id', 'type', 'at'))}\n"
+            f"results: {list(results)}"
+        )
+
+
+def all_succeeded(job_ids: list[int]) -> bool:
+    """Whether every job succeeded; a failed one (final) ends the wait at once."""
+    found = statuses(job_ids)
+    failed = sorted(job_id for job_id, status in found.items() if status == "failed")
+    if failed:
+        results = JobResult.objects.filter(job_id__in=failed[:5]).values_list(
+            "job_id", "exception_type", "exception_message"
+        )
+        raise AssertionError(f"{len(failed)} jobs failed: {list(results)}")
+    return len(found) == len(job_ids) and set(found.values()) == {"succeeded"}
+
+
+def listening_workers() -> int:
+    """Backends of the test database whose last statement was a LISTEN: one per worker."""
+    close_old_connections()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query ILIKE 'LISTEN %%'"
+        )
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for_listeners(count: int, group: WorkerProcess | None = None) -> None:
+    def ready() -> bool:
+        if group is not None and group.process.poll() is not None:
+            raise AssertionError(f"run_workers exited:\n{group.output()[-4000:]}")
+        return listening_workers() == count
+
+    wait_until(ready, what=f"{count} listening workers")
+
+
+def running_results(job_ids: list[int]) -> int:
+    return JobResult.objects.filter(job_id__in=job_ids, status="running").count()
+
+
+class Deferrer(threading.Thread):
+    """Defers `tests.quick` jobs one at a time, as a busy site would, until stopped.
+
+    A defer that fails (the database is restarting) is tried again on a new connection;
+    only defers that returned a job id count as deferred.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.job_ids: list[int] = []
+        self.failures = 0
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        try:
+            n = 0
+            while not self._stop_requested.is_set():
+                try:
+                    self.job_ids.append(int(quick.defer(n=n)))
+                    n += 1
+                except Exception:
+                    self.failures += 1
+                    close_old_connections()  # a broken connection is replaced on next use
+                    time.sleep(0.05)
+                time.sleep(0.005)
+        except BaseException as error:  # reported by the test, not lost in a thread
+            self.error = error
+        finally:
+            connection.close()
+
+    def stop(self) -> list[int]:
+        self._stop_requested.set()
+        self.join(timeout=30)
+        assert not self.is_alive()
+        assert self.error is None, repr(self.error)
+        return self.job_ids
+
+    def wait_for(self, count: int) -> None:
+        wait_until(lambda: len(self.job_ids) >= count, what=f"{count} deferred jobs")
+
+
+@contextmanager
+def deferring() -> Iterator[Deferrer]:
+    deferrer = Deferrer()
+    deferrer.start()
+    try:
+        yield deferrer
+    finally:
+        deferrer.stop()
+
+
+# --- SIGTERM ------------------------------------------------------------------------------
+
+
+def test_worker__sigterm_lets_running_jobs_finish_and_starts_no_new_one(
+    start_worker: Callable[..., WorkerProcess], run_worker: Callable[..., Any], tmp_path: Path
+) -> None:
+    flag = tmp_path / "finish"
+    worker = start_worker(
+        "--queues", "tests", "--name", "stopping", "--concurrency", "2",
+        "--shutdown-graceful-timeout", "120",
+        **TEST_TASKS,
+    )  # fmt: skip
+    running = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
+    wait_until(lambda: running_results(running) == 2, what="two running jobs")
+    waiting = [int(quick.defer(n=n)) for n in range(3)]
+
+    worker.process.send_signal(signal.SIGTERM)
+    worker.wait_for_output("Stop requested")
+    waiting.append(int(quick.defer(n=3)))  # notified to a stopping worker
+    flag.touch()  # frees both slots: a worker that still took jobs would take these now
+    code = worker.process.wait(timeout=60)
+
+    assert code == 0
+    assert set(statuses(running).values()) == {"succeeded"}
+    assert set(statuses(waiting).values()) == {"todo"}
+    assert set(runs(waiting).values()) == {(0, 0)}
+
+    run_worker("--queues", "tests", "--name", "next", **TEST_TASKS)
+    assert all_succeeded(running + waiting)
+    assert set(runs(running + waiting).values()) == {(1, 1)}
+
+
+def test_worker__second_sigterm_stops_at_once_and_its_jobs_are_recovered(
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    flag = tmp_path / "finish"
+    worker = start_worker(
+        "--queues", "tests", "--name", "impatient", "--concurrency", "2",
+        "--shutdown-graceful-timeout", "120",
+        **TEST_TASKS,
+    )  # fmt: skip
+    job_ids = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
+    wait_until(lambda: running_results(job_ids) == 2, what="two running jobs")
+    worker.process.send_signal(signal.SIGTERM)
+    worker.wait_for_output("Stop requested")
+
+    # Well before the 120 s graceful timeout: the first signal uninstalled the handler.
+    code = worker.stop(signal.SIGTERM, timeout=20)
+
+    assert code == -signal.SIGTERM
+    assert set(statuses(job_ids).values()) == {"doing"}
+
+    start_worker(
+        "--queues", "tests", "--name", "survivor", "--fetch-job-polling-interval", "0.2",
+        **TEST_TASKS,
+    )  # fmt: skip
+    flag.touch()
+    time.sleep(1.5)  # the stopped worker's last heartbeat grows older than --stalled-after
+    out = StringIO()
+    call_command("recover_stalled_jobs", "--stalled-after", "1", stdout=out)
+
+    for job_id in job_ids:
+        assert f"job {job_id} (tests.wait_for_file): retried" in out.getvalue()
+    wait_until(lambda: all_succeeded(job_ids), what="recovered jobs succeeded")
+    assert set(runs(job_ids).values()) == {(2, 1)}
+    results = JobResult.objects.filter(job_id__in=job_ids)
+    assert {(r.status, r.worker_name, r.attempt) for r in results} == {("succeeded", "survivor", 2)}
+
+
+def test_run_workers__sigterm_stops_every_worker_gracefully(
+    start_run_workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    flag = tmp_path / "finish"
+    group = start_run_workers(
+        "--processes", "2", "--concurrency", "1", "--queues", "tests", "--name", "box",
+        "--shutdown-graceful-timeout", "120",
+        **TEST_TASKS,
+    )  # fmt: skip
+    wait_for_listeners(2, group)
+    running = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
+    wait_until(lambda: running_results(running) == 2, what="a running job in each worker")
+    waiting = [int(quick.defer(n=n)) for n in range(2)]
+
+    group.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: group.output().count("Stop requested") == 2, what="both workers stopping")
+    flag.touch()
+    code = group.process.wait(timeout=60)
+
+    assert code == 0, group.output()[-4000:]
+    assert "All worker processes stopped." in group.output()
+    assert "did not stop in time" not in group.output()
+    results = JobResult.objects.filter(job_id__in=running)
+    assert {(r.status, r.worker_name) for r in results} == {
+        ("succeeded", "box-1"),
+        ("succeeded", "box-2"),
+    }
+    assert set(statuses(waiting).values()) == {"todo"}
+    assert set(runs(waiting).values()) == {(0, 0)}
+
+
+# --- PostgreSQL restart -----------------------------------------------------------------
+
+
+def embedded_data_dir() -> Path:
+    return Path(settings.DATABASES["default"]["EMBEDDED_DATA_DIR"])
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "project.embedded_postgres",
+    reason="DATABASE_URL points at an external PostgreSQL: this test restarts the embedded one",
+)
+def test_workers__survive_a_postgresql_restart(
+    start_run_workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    flag = tmp_path / "finish"
+    # Polling every 100 s: any job picked up quickly after the restart was announced
+    # through LISTEN/NOTIFY on a connection the worker made again by itself.
+    group = start_run_workers(
+        "--processes", "2", "--concurrency", "2", "--queues", "tests", "--name", "restart",
+        "--fetch-job-polling-interval", "100",
+        **TEST_TASKS,
+    )  # fmt: skip
+    wait_for_listeners(2, group)
+    # Running through the restart: two that leave the database alone, and two that wrote
+    # progress before it and write again after it, on a connection the restart has cut.
+    quiet = [int(wait_quietly.defer(path=str(flag), timeout=120)) for _ in range(2)]
+    cut = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
+    in_flight = quiet + cut
+    wait_until(lambda: running_results(in_flight) == 4, what="every slot busy")
+    queued = [int(quick.defer(n=n)) for n in range(20)]
+
+    with deferring() as deferrer:
+        deferrer.wait_for(20)
+        embedded_postgres.restart(embedded_data_dir())
+        connection.close()  # this test's own connection was cut too
+        flag.touch()
+        after_restart = len(deferrer.job_ids)
+        deferrer.wait_for(after_restart + 50)
+    known = in_flight + queued + deferrer.job_ids
+    # A defer cut by the restart after its commit left a job nobody knows: it runs too.
+    every_job = list(
+        ProcrastinateJob.objects.filter(task_name__startswith="tests.").values_list("id", flat=True)
+    )
+    assert set(known) <= set(every_job)
+    wait_until(lambda: all_succeeded(every_job), timeout=120, what="every job succeeded")
+    wait_for_listeners(2, group)
+    started = time.monotonic()
+    late = int(quick.defer(n=-1))
+    wait_until(lambda: all_succeeded([late]), timeout=30, what="the job deferred last")
+    pickup = time.monotonic() - started
+
+    assert pickup < 3, f"picked up after {pickup:.1f} s: LISTEN/NOTIFY is not working"
+    assert group.process.poll() is None
+    assert "exited with code" not in group.output()  # run_workers restarted none of them
+    # The task's own connection was cut mid-job: it failed like any database error, and
+    # its retry policy ran it again. The worker's bookkeeping lost nothing.
+    assert set(runs(cut).values()) == {(2, 1)}
+    assert_ran_once([job_id for job_id in [*every_job, late] if job_id not in cut])
+
+
+# --- Deploy under load ------------------------------------------------------------------
+
+# The latest migrations of `jobs` build indexes concurrently on the tables the workers
+# write to (0004 on procrastinate's jobs and events, 0005 on results): rolled back, then
+# applied again while workers drain and jobs keep coming, as in a deploy.
+BEFORE_DEPLOY = "0003_comments_statistics_token_expiry"
+DEPLOYED_INDEXES = ("jobs_job_status_id", "jobs_event_type_at", "jobs_result_failed_at")
+
+
+def existing_indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)", [list(DEPLOYED_INDEXES)]
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_migrate__applied_under_load_loses_no_job(
+    start_run_workers: Callable[..., WorkerProcess],
+) -> None:
+    call_command("migrate", "jobs", BEFORE_DEPLOY, verbosity=0)
+    try:
+        assert existing_indexes() == set()
+        group = start_run_workers(
+            "--processes", "2", "--concurrency", "4", "--queues", "tests", "--name", "deploy",
+            **TEST_TASKS,
+        )  # fmt: skip
+        wait_for_listeners(2, group)
+        with deferring() as deferrer:
+            deferrer.wait_for(100)
+            call_command("migrate", "jobs", verbosity=0)
+            after_migrate = len(deferrer.job_ids)
+            deferrer.wait_for(after_migrate + 100)
+        deferred = deferrer.job_ids
+    finally:
+        call_command("migrate", "jobs", verbosity=0)  # the schema the other tests expect
+
+    assert existing_indexes() == set(DEPLOYED_INDEXES)
+    assert deferrer.failures == 0
+    wait_until(lambda: all_succeeded(deferred), timeout=120, what="every job succeeded")
+    assert_ran_once(deferred)
+    assert "exited with code" not in group.output()
