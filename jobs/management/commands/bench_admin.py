@@ -139,8 +139,10 @@ class Command(BaseCommand):
         benchmarks.create_superuser(database, USERNAME, password)
         token = secrets.token_urlsafe(24)
         picker = random.Random(5)
-        # Pooled connections, as in production (DATABASE_POOL is on there by default).
-        with benchmarks.web_server(database, DATABASE_POOL="1", JOBS_METRICS_TOKEN=token) as port:
+        # As in production: pooled connections (on there by default), DEBUG off.
+        with benchmarks.web_server(
+            database, DATABASE_POOL="1", DEBUG="0", JOBS_METRICS_TOKEN=token
+        ) as port:
             headers = {
                 "Cookie": benchmarks.admin_login(port, USERNAME, password),
                 "Authorization": f"Bearer {token}",
