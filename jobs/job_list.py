@@ -75,7 +75,7 @@ class CappedPaginator(Paginator):
         text = f"More than {count:,} {self.noun}"
         if self.estimate is not None:
             text += f" (about {self.estimate:,} in all)"
-        return text + "; filter or search to see others"
+        return text
 
 
 # --- Date ranges as id ranges ----------------------------------------------------------
