@@ -64,7 +64,6 @@ def test_estimated_jobs_by_queue_and_status__reads_analyze_statistics(
         make_job("succeeded", queue="reports")
     for _ in range(10):
         make_job("failed", queue="mail")
-    assert queue_stats.estimated_jobs_by_queue_and_status() == {}  # not analyzed yet
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE procrastinate_jobs")
