@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ class Command(BaseCommand):
     def _run(self, database: benchmarks.ScratchDatabase, options: dict[str, Any]) -> dict[str, Any]:
         jobs, hours = options["jobs"], options["hours"]
         self.stdout.write(f"Seeding {jobs:,} jobs deferred over {hours} hours, with events...")
+        history_ends = time.monotonic()  # the seeded jobs were deferred up to this moment
         seed_seconds = benchmarks.seed_queue_history(
             database, jobs, hours=hours, on_progress=lambda m: self.stdout.write(f"  {m}")
         )
@@ -139,9 +141,18 @@ class Command(BaseCommand):
         benchmarks.create_superuser(database, USERNAME, password)
         token = secrets.token_urlsafe(24)
         picker = random.Random(5)
+        # The metrics read the last JOBS_METRICS_WINDOW_SECONDS (300 s by default); the
+        # seeded history ended minutes ago, so the window reaches back to its last 300 s
+        # (about 5,000 jobs), or the metrics would be timed on an empty window.
+        window = round(time.monotonic() - history_ends) + 300 + 120
+        figures["metrics_window_seconds"] = window
         # As in production: pooled connections (on there by default), DEBUG off.
         with benchmarks.web_server(
-            database, DATABASE_POOL="1", DEBUG="0", JOBS_METRICS_TOKEN=token
+            database,
+            DATABASE_POOL="1",
+            DEBUG="0",
+            JOBS_METRICS_TOKEN=token,
+            JOBS_METRICS_WINDOW_SECONDS=str(window),
         ) as port:
             headers = {
                 "Cookie": benchmarks.admin_login(port, USERNAME, password),
