@@ -142,8 +142,9 @@ class Command(BaseCommand):
         token = secrets.token_urlsafe(24)
         picker = random.Random(5)
         # The metrics read the last JOBS_METRICS_WINDOW_SECONDS (300 s by default); the
-        # seeded history ended minutes ago, so the window reaches back to its last 300 s
-        # (about 5,000 jobs), or the metrics would be timed on an empty window.
+        # seeded history ended minutes ago, so the window reaches back into it, by 300 s
+        # and the couple of minutes the pages before the metrics take to time, or the
+        # metrics would be timed on an empty window.
         window = round(time.monotonic() - history_ends) + 300 + 120
         figures["metrics_window_seconds"] = window
         # As in production: pooled connections (on there by default), DEBUG off.
