@@ -15,6 +15,7 @@ from django.core.management import get_commands
 from django.urls import resolve
 
 from jobs import health
+from jobs.management.commands import run_workers
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -25,7 +26,8 @@ def services() -> dict[str, Any]:
     return compose["services"]
 
 
-APP_SERVICES = ("migrate", "web", "worker")
+WORKER_SERVICES = ("worker", "worker-reports")
+APP_SERVICES = ("migrate", "web", *WORKER_SERVICES)
 
 
 def test_compose__has_database_migrate_web_and_worker(services: dict[str, Any]) -> None:
@@ -47,7 +49,7 @@ def test_compose__app_services_share_one_image(services: dict[str, Any]) -> None
 
 def test_compose__start_order(services: dict[str, Any]) -> None:
     assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
-    for name in ("web", "worker"):
+    for name in ("web", *WORKER_SERVICES):
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"}
         }
@@ -57,9 +59,12 @@ def test_compose__commands_exist_in_the_code(services: dict[str, Any]) -> None:
     commands = get_commands()
     migrate = services["migrate"]["command"]
     assert migrate[:3] == ["python", "manage.py", "migrate"]
-    worker = services["worker"]["command"]
-    assert worker == ["python", "manage.py", "procrastinate", "worker"]
-    assert {"migrate", "procrastinate"} <= set(commands)
+    assert {"migrate", "run_workers"} <= set(commands)
+    for name in WORKER_SERVICES:
+        worker = services[name]["command"]
+        assert worker[:3] == ["python", "manage.py", "run_workers"]
+        # The options are run_workers' own: argparse exits on one it does not know.
+        run_workers.Command().create_parser("manage.py", "run_workers").parse_args(worker[3:])
 
     web = services["web"]["command"]
     assert web[0] == "uvicorn"
@@ -82,11 +87,24 @@ def test_compose__environment_matches_settings(services: dict[str, Any]) -> None
         assert env["SECRET_KEY"]
 
 
-def test_compose__worker_gets_time_to_finish_jobs(services: dict[str, Any]) -> None:
-    grace = services["worker"]["stop_grace_period"]
-    assert grace.endswith("s")
+def test_compose__worker_pools_fit_their_concurrency(services: dict[str, Any]) -> None:
+    parser = run_workers.Command().create_parser("manage.py", "run_workers")
+    for name in WORKER_SERVICES:
+        options = parser.parse_args(services[name]["command"][3:])
+        pool = int(services[name]["environment"]["DATABASE_POOL_MAX_SIZE"])
+        # A connection for each running sync job and one for the async tasks' ORM thread.
+        assert pool >= options.concurrency + 1
+
+
+def test_compose__workers_get_time_to_finish_jobs(services: dict[str, Any]) -> None:
     timeout = settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"]
-    assert float(grace[:-1]) > timeout
+    for name in WORKER_SERVICES:
+        assert "--shutdown-graceful-timeout" not in services[name]["command"]
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s")
+        # run_workers kills a worker still busy 10 s after the graceful timeout; Docker
+        # must not kill the container before that.
+        assert float(grace[:-1]) > timeout + 10
 
 
 def test_compose__web_healthcheck_asks_the_health_endpoint(services: dict[str, Any]) -> None:
