@@ -12,15 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import ShowFacets
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Prefetch, QuerySet, TextField
+from django.db.models import QuerySet, TextField
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Cast, Left, Length
 from django.http import HttpRequest, HttpResponse
@@ -272,15 +273,10 @@ class JobAdmin(QueueTableAdmin):
             .get_queryset(request)
             .defer("args")
             .annotate(args_preview=Left(Cast("args", TextField()), ARGS_PREVIEW_CHARS + 1))
-            .prefetch_related(
-                Prefetch(
-                    "procrastinateevent_set",
-                    queryset=ProcrastinateEvent.objects.order_by("at", "id"),
-                    to_attr="timeline_events",
-                ),
-                "result",
-            )
         )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob], search_term: str
@@ -299,6 +295,7 @@ class JobAdmin(QueueTableAdmin):
             job = queryset.get(pk=int(object_id))
         except (ProcrastinateJob.DoesNotExist, ValidationError, ValueError, OverflowError):
             return None
+        attach_events_and_results([job], result_fields=None)
         # str(job) is procrastinate's call string, with every argument, and the page shows
         # it in its title and breadcrumbs: give it the arguments only when they are short.
         short = job.args_chars <= 200
@@ -336,8 +333,8 @@ class JobAdmin(QueueTableAdmin):
         return label
 
     @staticmethod
-    def _events(job: ProcrastinateJob) -> list[ProcrastinateEvent]:
-        return getattr(job, "timeline_events", [])
+    def _events(job: ProcrastinateJob) -> list[EventRow]:
+        return getattr(job, "_jobs_events", [])
 
     @admin.display(description="Deferred, last event")
     def events(self, job: ProcrastinateJob) -> str:
@@ -392,10 +389,7 @@ class JobAdmin(QueueTableAdmin):
 
     @staticmethod
     def _result(job: ProcrastinateJob) -> JobResult | None:
-        try:
-            return job.result  # type: ignore[attr-defined]
-        except JobResult.DoesNotExist:
-            return None
+        return getattr(job, "_jobs_result", None)
 
     @admin.display(description="Status")
     def result_status(self, job: ProcrastinateJob) -> str:
@@ -540,14 +534,61 @@ class JobAdmin(QueueTableAdmin):
         )
 
 
-def render_timeline(events: Sequence[ProcrastinateEvent]) -> SafeString:
+class EventRow(NamedTuple):
+    type: str
+    at: dt.datetime | None
+
+
+# What the list shows of a result; the job page reads the whole row.
+LIST_RESULT_FIELDS = (
+    "job_id",
+    "status",
+    "exception_type",
+    "exception_message",
+    "duration",
+    "progress",
+)
+
+
+def attach_events_and_results(
+    jobs: list[ProcrastinateJob], *, result_fields: Sequence[str] | None
+) -> None:
+    """Give each job its events (as light rows, in time order) and its result, in two
+    queries: a page of jobs never costs a query per job."""
+    ids = [job.pk for job in jobs]
+    events: dict[int, list[EventRow]] = {job_id: [] for job_id in ids}
+    rows = (
+        ProcrastinateEvent.objects.filter(job_id__in=ids)
+        .order_by("at", "id")
+        .values_list("job_id", "type", "at")
+    )
+    for job_id, kind, at in rows:
+        events[job_id].append(EventRow(kind, at))
+    results = JobResult.objects.filter(job_id__in=ids)
+    if result_fields is not None:
+        results = results.only(*result_fields)
+    by_job = {result.job_id: result for result in results}
+    for job in jobs:
+        job._jobs_events = events[job.pk]  # type: ignore[attr-defined]
+        job._jobs_result = by_job.get(job.pk)  # type: ignore[attr-defined]
+
+
+class JobChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        jobs = list(self.result_list)
+        attach_events_and_results(jobs, result_fields=LIST_RESULT_FIELDS)
+        self.result_list = jobs
+
+
+def render_timeline(events: Sequence[EventRow]) -> SafeString:
     """The job's events as a table: when, how long after the previous one (and what that
     interval was: waiting or running), how long after the job was deferred."""
     if not events:
         return format_html("{}", "-")
     first = events[0].at
     rows = []
-    previous: ProcrastinateEvent | None = None
+    previous: EventRow | None = None
     for event in events:
         gap = since = ""
         if previous is not None and previous.at and event.at:

@@ -545,6 +545,7 @@ def create_superuser(database: ScratchDatabase, username: str, password: str) ->
             INSERT INTO auth_user (password, is_superuser, username, first_name, last_name,
                                    email, is_staff, is_active, date_joined)
             VALUES (%s, true, %s, '', '', '', true, true, now())
+            ON CONFLICT (username) DO UPDATE SET password = EXCLUDED.password
             """,
             [make_password(password), username],
         )

@@ -4,16 +4,30 @@ figures at 10 million jobs are for the command itself, not for tests."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+
+from jobs.databases import drop_database
+
+
+@pytest.fixture
+def scratch_name(django_db_blocker: Any) -> Iterator[str]:
+    """The scratch database's name; the database is dropped afterwards (kept or not)."""
+    name = f"{connection.settings_dict['NAME']}_bench_admin"
+    yield name
+    with django_db_blocker.unblock():
+        drop_database(name)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_bench_admin__runs_and_reports_figures(tmp_path: Path) -> None:
+def test_bench_admin__runs_and_reports_figures(tmp_path: Path, scratch_name: str) -> None:
     out = StringIO()
     report = tmp_path / "figures.json"
 
@@ -25,6 +39,7 @@ def test_bench_admin__runs_and_reports_figures(tmp_path: Path) -> None:
         "3",
         "--requests",
         "3",
+        "--keep",
         "--json",
         str(report),
         stdout=out,
@@ -45,6 +60,18 @@ def test_bench_admin__runs_and_reports_figures(tmp_path: Path) -> None:
         "DISTINCT task_name (a filter)",
         "DISTINCT lock (a filter)",
     }
+    assert figures["metrics_window_seconds"] >= 300
+
+    again = StringIO()
+    call_command("bench_admin", "--reuse", "--requests", "3", "--no-stock-queries", stdout=again)
+
+    assert f"Scratch database {scratch_name!r}: reusing it" in again.getvalue()
+    assert "Admin, dashboard and metrics on 2,000 jobs" in again.getvalue()
+
+
+def test_bench_admin__reuse_needs_a_kept_database(scratch_name: str) -> None:
+    with pytest.raises(CommandError, match=scratch_name):
+        call_command("bench_admin", "--reuse", stdout=StringIO())
 
 
 def test_bench_admin__refuses_bad_arguments() -> None:

@@ -4,17 +4,19 @@ queue of millions of jobs."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from jobs import benchmarks
+from jobs.databases import database_url
 from jobs.management.arguments import whole_number
 
 JOBS = "/admin/procrastinate/procrastinatejob/"
@@ -103,49 +105,79 @@ class Command(BaseCommand):
             help="Skip timing the queries of procrastinate's stock admin list.",
         )
         parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+        parser.add_argument(
+            "--reuse",
+            action="store_true",
+            help="Time the scratch database an earlier run kept (--keep) instead of seeding.",
+        )
         parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = f"{connection.settings_dict['NAME']}_bench_admin"
-        self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
         try:
-            with benchmarks.scratch_database(name, keep=options["keep"]) as database:
-                figures = self._run(database, options)
-        except (RuntimeError, OSError) as exc:
+            if options["reuse"]:
+                database = benchmarks.ScratchDatabase(name=name, url=database_url(name=name))
+                self.stdout.write(f"Scratch database {name!r}: reusing it...")
+                figures = self._time(database, options, self._describe(database))
+            else:
+                self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
+                with benchmarks.scratch_database(name, keep=options["keep"]) as database:
+                    figures = self._time(database, options, self._seed(database, options))
+        except (RuntimeError, OSError, psycopg.Error) as exc:
             raise CommandError(str(exc)) from exc
         self._report(figures)
         if options["json"]:
             options["json"].write_text(json.dumps(figures, indent=2))
             self.stdout.write(f"Figures written to {options['json']}.")
 
-    def _run(self, database: benchmarks.ScratchDatabase, options: dict[str, Any]) -> dict[str, Any]:
+    def _seed(
+        self, database: benchmarks.ScratchDatabase, options: dict[str, Any]
+    ) -> dict[str, Any]:
         jobs, hours = options["jobs"], options["hours"]
         self.stdout.write(f"Seeding {jobs:,} jobs deferred over {hours} hours, with events...")
-        history_ends = time.monotonic()  # the seeded jobs were deferred up to this moment
-        seed_seconds = benchmarks.seed_queue_history(
+        seconds = benchmarks.seed_queue_history(
             database, jobs, hours=hours, on_progress=lambda m: self.stdout.write(f"  {m}")
         )
-        self.stdout.write(f"  seeded in {seed_seconds:.0f} s")
-        figures: dict[str, Any] = {
-            "jobs_seeded": jobs,
-            "hours": hours,
-            "seed_seconds": round(seed_seconds, 1),
-            "pages": {},
-            "stock_queries_ms": {},
-        }
+        self.stdout.write(f"  seeded in {seconds:.0f} s")
+        return {**self._describe(database), "seed_seconds": round(seconds, 1)}
+
+    def _describe(self, database: benchmarks.ScratchDatabase) -> dict[str, Any]:
+        """What the scratch database holds (also for a reused one)."""
         with database.connect() as conn:
-            figures["events_seeded"] = conn.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE relname = 'procrastinate_events'"
-            ).fetchone()[0]  # type: ignore[index]
+            jobs, events, first, last, lag = conn.execute(
+                """
+                SELECT (SELECT max(id) FROM procrastinate_jobs),
+                       (SELECT reltuples::bigint FROM pg_class
+                         WHERE oid = 'procrastinate_events'::regclass),
+                       (SELECT min(at) FROM procrastinate_events WHERE type = 'deferred'),
+                       (SELECT max(at) FROM procrastinate_events WHERE type = 'deferred'),
+                       extract(epoch FROM now() - (SELECT max(at) FROM procrastinate_events
+                                                    WHERE type = 'deferred'))::float8
+                """
+            ).fetchone()  # type: ignore[misc]
+        if not jobs:
+            raise CommandError(f"{database.name!r} holds no jobs: seed it first.")
+        return {
+            "jobs_seeded": jobs,
+            "events_seeded": events,
+            "hours": round((last - first).total_seconds() / 3600),
+            "seed_seconds": None,
+            "history_ended_seconds_ago": lag,
+        }
+
+    def _time(
+        self, database: benchmarks.ScratchDatabase, options: dict[str, Any], seeded: dict[str, Any]
+    ) -> dict[str, Any]:
+        figures: dict[str, Any] = {**seeded, "pages": {}, "stock_queries_ms": {}}
         password = secrets.token_urlsafe(16)
         benchmarks.create_superuser(database, USERNAME, password)
         token = secrets.token_urlsafe(24)
         picker = random.Random(5)
         # The metrics read the last JOBS_METRICS_WINDOW_SECONDS (300 s by default); the
-        # seeded history ended minutes ago, so the window reaches back into it, by 300 s
+        # seeded history ended a while ago, so the window reaches back into it, by 300 s
         # and the couple of minutes the pages before the metrics take to time, or the
         # metrics would be timed on an empty window.
-        window = round(time.monotonic() - history_ends) + 300 + 120
+        window = round(seeded["history_ended_seconds_ago"]) + 300 + 120
         figures["metrics_window_seconds"] = window
         # As in production: pooled connections (on there by default), DEBUG off.
         with benchmarks.web_server(
@@ -159,7 +191,7 @@ class Command(BaseCommand):
                 "Cookie": benchmarks.admin_login(port, USERNAME, password),
                 "Authorization": f"Bearer {token}",
             }
-            for label, path in pages(jobs):
+            for label, path in pages(figures["jobs_seeded"]):
                 if label == "health":
                     # The seeded workers' heartbeats are as old as the seeding: freshen
                     # them, as live workers would, so /health/ answers 200.
@@ -184,15 +216,16 @@ class Command(BaseCommand):
                 seconds = benchmarks.time_statement(database, sql)
                 figures["stock_queries_ms"][label] = round(seconds * 1000, 1)
                 self.stdout.write(f"  stock admin's {label}: {seconds * 1000:.0f} ms")
+        figures["load_average"] = [round(value, 2) for value in os.getloadavg()]
         return figures
 
     def _report(self, figures: dict[str, Any]) -> None:
         write = self.stdout.write
         write("")
+        seeded = f"; seeded in {figures['seed_seconds']:.0f} s" if figures["seed_seconds"] else ""
         write(
             f"Admin, dashboard and metrics on {figures['jobs_seeded']:,} jobs and "
-            f"{figures['events_seeded']:,} events (deferred over {figures['hours']} h; "
-            f"seeded in {figures['seed_seconds']:.0f} s)"
+            f"{figures['events_seeded']:,} events (deferred over {figures['hours']} h{seeded})"
         )
         write(f"{'page':<38}{'median':>10}{'p95':>10}{'max':>10}{'first':>10}")
         slow = []
@@ -207,6 +240,8 @@ class Command(BaseCommand):
             write("procrastinate's stock job list runs, on every page load:")
             for label, ms in figures["stock_queries_ms"].items():
                 write(f"  {label:<36}{ms:>8.0f}ms")
+        one, five, _ = figures["load_average"]
+        write(f"Load average of the machine meanwhile: {one} (1 min), {five} (5 min).")
         if slow:
             write(self.style.WARNING(f"Median at or over {TARGET_MS:.0f} ms: {', '.join(slow)}."))
         else:
