@@ -28,6 +28,7 @@ from django.core.management import call_command
 from django.db import close_old_connections, connection
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
+from jobs.databases import listening_pids
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
 from project import embedded_postgres
@@ -91,16 +92,9 @@ def all_succeeded(job_ids: list[int]) -> bool:
 
 
 def listening_workers() -> int:
-    """Backends of the test database whose last statement was a LISTEN: one per worker."""
-    close_old_connections()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query ILIKE 'LISTEN %%'"
-        )
-        row = cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+    """One LISTEN connection per running worker process."""
+    close_old_connections()  # this test's connection is replaced after a restart
+    return len(listening_pids())
 
 
 def wait_for_listeners(count: int, group: WorkerProcess | None = None) -> None:
