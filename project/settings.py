@@ -194,7 +194,7 @@ PROCRASTINATE_PERIODIC_DEFAULTS: dict[str, object] = {}
 # Extra task modules besides each app's tasks.py (comma-separated dotted paths); the test
 # suite uses it to give the worker processes it starts its own test tasks.
 PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
-# Adds the project's worker-wide task middleware (see jobs/worker.py).
+# Adds the project's result recorder and restart-proof worker connector (jobs/worker.py).
 PROCRASTINATE_ON_APP_READY = "jobs.worker.on_app_ready"
 
 # --- The jobs app (defaults in one place) ------------------------------------------------
