@@ -22,7 +22,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from jobs import charts, queue_stats
+from jobs import charts, periodic, queue_stats
 
 # Percentiles are computed over the most recent jobs of the window, at most this many.
 TIMING_SAMPLE = 1000
@@ -40,7 +40,7 @@ class Snapshot:
     run_times: list[queue_stats.Percentiles]
     workers: list[queue_stats.WorkerState]
     failures: list[queue_stats.FailureGroup]
-    periodic: list[queue_stats.PeriodicState]
+    periodic: list[periodic.PeriodicTaskInfo]
 
     @property
     def live_workers(self) -> int:
@@ -85,7 +85,7 @@ def take_snapshot(*, hours: int, live_within: float) -> Snapshot:
         ),
         workers=queue_stats.workers(live_within=live_within),
         failures=queue_stats.recent_failures(seconds=seconds),
-        periodic=queue_stats.periodic_tasks(now=now),
+        periodic=periodic.periodic_overview(now=now),
     )
 
 

@@ -9,12 +9,13 @@ registry for schedules, that table and the jobs for the last run and its outcome
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from cron_descriptor import get_description
 from croniter import croniter
+from django.db import connection
 from procrastinate.contrib.django import app
-from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinatePeriodicDefer
 
 
 def describe_cron(cron: str) -> str:
@@ -39,36 +40,52 @@ class PeriodicTaskInfo:
     last_status: str | None
 
 
+# The last tick of each periodic task is one backward probe of the periodic-defers table's
+# unique index, which grows by one row per tick forever.
+LAST_TICKS_SQL = """
+SELECT p.task_name, p.periodic_id, d.defer_timestamp, d.job_id, j.status::text
+FROM unnest(%(tasks)s::text[], %(ids)s::text[]) AS p(task_name, periodic_id)
+LEFT JOIN LATERAL (
+    SELECT defer_timestamp, job_id FROM procrastinate_periodic_defers d
+    WHERE d.task_name = p.task_name AND d.periodic_id = p.periodic_id
+      AND d.defer_timestamp IS NOT NULL
+    ORDER BY d.defer_timestamp DESC LIMIT 1
+) d ON true
+LEFT JOIN procrastinate_jobs j ON j.id = d.job_id
+"""
+
+# Putting a cron line in words takes a millisecond, and the lines never change.
+_describe_cron = functools.lru_cache(maxsize=256)(describe_cron)
+
+
 def periodic_overview(*, now: dt.datetime) -> list[PeriodicTaskInfo]:
-    periodic_tasks = sorted(
+    """Every periodic task of the registry with its next tick and its last deferred one."""
+    periodic = sorted(
         app.periodic_registry.periodic_tasks.values(), key=lambda p: (p.task.name, p.periodic_id)
     )
-    last: dict[tuple[str, str], tuple[int, int | None]] = {}
-    rows = ProcrastinatePeriodicDefer.objects.values_list(
-        "task_name", "periodic_id", "defer_timestamp", "job_id"
-    )
-    for task_name, periodic_id, tick, tick_job_id in rows:
-        key = (task_name, periodic_id)
-        if tick is not None and (key not in last or tick > last[key][0]):
-            last[key] = (tick, tick_job_id)
-    job_ids = [job_id for _, job_id in last.values() if job_id is not None]
-    statuses = dict(ProcrastinateJob.objects.filter(id__in=job_ids).values_list("id", "status"))
+    if not periodic:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            LAST_TICKS_SQL,
+            {"tasks": [p.task.name for p in periodic], "ids": [p.periodic_id for p in periodic]},
+        )
+        rows = cursor.fetchall()
+    last = {(task, pid): (tick, job_id, status) for task, pid, tick, job_id, status in rows}
     overview = []
-    for periodic in periodic_tasks:
-        found = last.get((periodic.task.name, periodic.periodic_id))
-        timestamp, job_id = found if found is not None else (None, None)
-        next_run = croniter(periodic.cron, now).get_next(dt.datetime)
+    for entry in periodic:
+        tick, job_id, status = last.get((entry.task.name, entry.periodic_id), (None, None, None))
         overview.append(
             PeriodicTaskInfo(
-                task_name=periodic.task.name,
-                periodic_id=periodic.periodic_id,
-                cron=periodic.cron,
-                description=describe_cron(periodic.cron),
-                queue=periodic.configure_kwargs.get("queue") or periodic.task.queue,
-                next_run=next_run,
-                last_run=dt.datetime.fromtimestamp(timestamp, tz=dt.UTC) if timestamp else None,
+                task_name=entry.task.name,
+                periodic_id=entry.periodic_id,
+                cron=entry.cron,
+                description=_describe_cron(entry.cron),
+                queue=entry.configure_kwargs.get("queue") or entry.task.queue,
+                next_run=croniter(entry.cron, now).get_next(dt.datetime),
+                last_run=dt.datetime.fromtimestamp(tick, tz=dt.UTC) if tick else None,
                 last_job_id=job_id,
-                last_status=statuses.get(job_id) if job_id is not None else None,
+                last_status=status,
             )
         )
     return overview

@@ -23,17 +23,13 @@ database's clock, the one that wrote the events.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from croniter import croniter
 from django.db import connection
 from procrastinate.contrib.django import app
-
-from jobs import periodic
 
 ACTIVE_STATUSES = ("todo", "doing")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "aborted")
@@ -541,65 +537,3 @@ def workers(*, live_within: float, limit: int = 100) -> list[WorkerState]:
         )
         for worker_id, heartbeat, age, running in rows
     ]
-
-
-# Putting a cron line in words takes a millisecond, and the lines never change.
-_describe_cron = functools.lru_cache(maxsize=256)(periodic.describe_cron)
-
-
-@dataclass(frozen=True)
-class PeriodicState:
-    task_name: str
-    periodic_id: str
-    cron: str
-    description: str
-    queue: str
-    next_run: dt.datetime
-    last_run: dt.datetime | None
-    last_job_id: int | None
-    last_status: str | None
-
-
-def periodic_tasks(*, now: dt.datetime) -> list[PeriodicState]:
-    """Periodic tasks of the registry with their next tick and their last deferred one.
-
-    The last tick is one backward probe per task of the periodic-defers table's unique
-    index, which grows by one row per tick forever.
-    """
-    periodic = sorted(
-        app.periodic_registry.periodic_tasks.values(), key=lambda p: (p.task.name, p.periodic_id)
-    )
-    if not periodic:
-        return []
-    rows = _rows(
-        """
-        SELECT p.task_name, p.periodic_id, d.defer_timestamp, d.job_id, j.status::text
-        FROM unnest(%(tasks)s::text[], %(ids)s::text[]) AS p(task_name, periodic_id)
-        LEFT JOIN LATERAL (
-            SELECT defer_timestamp, job_id FROM procrastinate_periodic_defers d
-            WHERE d.task_name = p.task_name AND d.periodic_id = p.periodic_id
-              AND d.defer_timestamp IS NOT NULL
-            ORDER BY d.defer_timestamp DESC LIMIT 1
-        ) d ON true
-        LEFT JOIN procrastinate_jobs j ON j.id = d.job_id
-        """,
-        {"tasks": [p.task.name for p in periodic], "ids": [p.periodic_id for p in periodic]},
-    )
-    last = {(task, pid): (tick, job_id, status) for task, pid, tick, job_id, status in rows}
-    states = []
-    for entry in periodic:
-        tick, job_id, status = last.get((entry.task.name, entry.periodic_id), (None, None, None))
-        states.append(
-            PeriodicState(
-                task_name=entry.task.name,
-                periodic_id=entry.periodic_id,
-                cron=entry.cron,
-                description=_describe_cron(entry.cron),
-                queue=entry.configure_kwargs.get("queue") or entry.task.queue,
-                next_run=croniter(entry.cron, now).get_next(dt.datetime),
-                last_run=dt.datetime.fromtimestamp(tick, tz=dt.UTC) if tick else None,
-                last_job_id=job_id,
-                last_status=status,
-            )
-        )
-    return states

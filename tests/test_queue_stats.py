@@ -10,6 +10,7 @@ from croniter import croniter
 from django.db import connection
 
 from jobs import queue_stats
+from jobs.periodic import periodic_overview
 from tests.conftest import JobMaker
 
 
@@ -180,10 +181,10 @@ def test_workers__live_and_stale(seeded_history: int) -> None:
     )
 
 
-def test_periodic_tasks__next_and_last_run(seeded_history: int) -> None:
+def test_periodic_overview__next_and_last_run(seeded_history: int) -> None:
     now = queue_stats.database_now()
 
-    states = {(s.task_name, s.periodic_id): s for s in queue_stats.periodic_tasks(now=now)}
+    states = {(s.task_name, s.periodic_id): s for s in periodic_overview(now=now)}
 
     minute = states[("jobs.recover_stalled_jobs", "every-minute")]
     assert minute.next_run == croniter("* * * * *", now).get_next(dt.datetime)
