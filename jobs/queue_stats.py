@@ -13,7 +13,8 @@ bounded by something small:
   read through the `(type, at)` index on events, or the partial index on failed results,
   and for the percentiles a sample of the most recent jobs;
 - queue and task names: one index probe per distinct name (a loose index scan);
-- workers and periodic tasks: small tables, or one index probe per periodic task.
+- workers: procrastinate's small workers table (periodic tasks, in jobs/periodic.py: one index
+  probe per task for its last tick).
 
 The indexes come from `jobs/migrations/0004_admin_indexes.py` and `0005_…`. SQL is written
 by hand where the ORM would hide what the query costs; every timestamp arithmetic uses the
