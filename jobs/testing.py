@@ -139,6 +139,18 @@ def run_worker(
     return run
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    """Poll `predicate` until it returns something true (returned), failing after `timeout` s.
+
+    For tests that watch a real worker: the condition, not a sleep, decides how long to wait.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"not met within {timeout} s: {what or predicate}"
+        time.sleep(0.05)
+    return value
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[str]

@@ -13,6 +13,7 @@ event per run of a job).
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from django.core.management import call_command
 from django.db import close_old_connections, connection
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
+from jobs import testing
 from jobs.databases import listening_pids
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
@@ -35,15 +37,10 @@ from project import embedded_postgres
 from tests.conftest import TEST_TASKS
 from tests.slow_tasks import quick, wait_for_file, wait_quietly
 
+# Real processes under a PostgreSQL restart or a migration: a minute, not the default 30 s.
+wait_until = functools.partial(testing.wait_until, timeout=60)
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"not met within {timeout} s: {what or predicate}"
-        time.sleep(0.05)
-    return value
 
 
 def statuses(job_ids: Iterable[int]) -> dict[int, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,13 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import services, tasks
 from jobs.models import JobResult, Notification, Report
-from jobs.testing import WorkerProcess
+from jobs.testing import WorkerProcess, wait_until
 from jobs.tokens import issue_token
 from tests.conftest import TEST_TASKS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 StartWorker = Callable[..., WorkerProcess]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def status(client: Client, job_id: int, token: str, api: str = "/api") -> dict[str, Any]:

@@ -14,18 +14,10 @@ from django.core.management import call_command
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
 from jobs.models import JobResult
-from jobs.testing import WorkerProcess
+from jobs.testing import WorkerProcess, wait_until
 from tests.conftest import TEST_TASKS
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def kill_mid_job(start_worker: Callable[..., WorkerProcess], task: Any, path: Path) -> int:
