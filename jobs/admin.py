@@ -395,7 +395,8 @@ class JobAdmin(QueueTableAdmin):
     def result_status(self, job: ProcrastinateJob) -> str:
         result = self._result(job)
         if result is None:
-            return "not run yet"
+            # A running attempt writes its row after a second (jobs/results.py).
+            return "running" if job.status == "doing" else "not run yet"
         return f"{result.status} (attempt {result.attempt}, worker {result.worker_name or '?'})"
 
     @admin.display(description="Timing")

@@ -1,19 +1,30 @@
 """Job results: what each job's last attempt did, and its progress while it runs.
 
 procrastinate keeps no return values. The worker middleware `record_result` wraps every job
-a worker runs (sync and async tasks alike) and writes one `JobResult` row per job: "running"
-when an attempt starts, then its outcome: the JSON return value, or the exception type,
-message and traceback. A retried job keeps one row, overwritten by each attempt: the row
-always describes the last attempt, and `attempt` says which one it was (the events table
-keeps the times of every attempt).
+a worker runs (sync and async tasks alike) and keeps one `JobResult` row per job: the JSON
+return value, or the exception type, message and traceback. A retried job keeps one row,
+overwritten by each attempt: the row describes the last attempt, and `attempt` says which
+one it was (the events table keeps the times of every attempt).
+
+The outcome costs no statement of its own: the worker's connector (jobs/connector.py) adds
+it to procrastinate's statement that records the job's end (finished, or to be retried), so
+the two are committed together and a reader never sees one without the other. Writing a
+"running" row at every start as well halved the throughput of short jobs (measured with
+`manage.py bench_jobs`), so an attempt gets one only if it is still running after
+`JOBS_RESULT_RUNNING_AFTER_MS` (1 s by default; 0 writes it at once): long jobs, the ones a
+person watches, show their worker and start; until then the status API reads a running
+attempt's start from procrastinate's events.
 
 Tasks report progress with `report_progress(0.4, "4 of 10 files")` (or `areport_progress`
-in async tasks): it finds the running job through a context variable the middleware sets.
+in async tasks): it finds the running attempt through a context variable the middleware
+sets, and writes the "running" row at once if there is none yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -23,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -31,6 +43,7 @@ from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
 from psycopg.types.json import Jsonb
 
+from jobs.connector import ReconnectingPsycopgConnector
 from jobs.models import JobResult
 
 if TYPE_CHECKING:
@@ -38,10 +51,6 @@ if TYPE_CHECKING:
     from procrastinate import worker as procrastinate_worker
 
 logger = logging.getLogger(__name__)
-
-_current_job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "jobs_current_job_id", default=None
-)
 
 TRACEBACK_LIMIT = 20_000
 MESSAGE_LIMIT = 5_000
@@ -60,55 +69,108 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-# Written through the worker's own procrastinate connector (its async psycopg pool, no
-# thread hop) in one statement each: a job costs two extra round trips, not an ORM dance.
-# The attempt is counted from the "started" events: procrastinate's `attempts` also grows
-# when a failed job is retried by hand, so it can run ahead of the real runs.
-START_SQL = """
-INSERT INTO jobs_jobresult (job_id, task_name, status, attempt, worker_name, started_at,
-    finished_at, duration, return_value, exception_type, exception_message, traceback,
-    progress, progress_message)
-VALUES (%(job_id)s, %(task_name)s, 'running',
+# One upsert writes every state of the row: "running", then the outcome. The attempt is
+# counted from the "started" events: procrastinate's `attempts` also grows when a failed
+# job is retried by hand, so it can run ahead of the real runs. Progress already written
+# for the same attempt is kept when the statement brings none. (Parameters are prefixed:
+# the outcome travels in the statement of procrastinate's that records the job's end.)
+UPSERT_SQL = """
+INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_name,
+    started_at, finished_at, duration, return_value, exception_type, exception_message,
+    traceback, progress, progress_message)
+VALUES (%(result_job_id)s, %(result_task_name)s, %(result_status)s,
     GREATEST((SELECT count(*) FROM procrastinate_events
-              WHERE job_id = %(job_id)s AND type = 'started'), 1),
-    %(worker_name)s, %(started_at)s, NULL, NULL, NULL, '', '', '', NULL, '')
+              WHERE job_id = %(result_job_id)s AND type = 'started'), 1),
+    %(result_worker_name)s, %(result_started_at)s, %(result_finished_at)s,
+    %(result_duration)s, %(result_return_value)s, %(result_exception_type)s,
+    %(result_exception_message)s, %(result_traceback)s, %(result_progress)s,
+    %(result_progress_message)s)
 ON CONFLICT (job_id) DO UPDATE SET
     task_name = EXCLUDED.task_name, status = EXCLUDED.status, attempt = EXCLUDED.attempt,
     worker_name = EXCLUDED.worker_name, started_at = EXCLUDED.started_at,
-    finished_at = NULL, duration = NULL, return_value = NULL, exception_type = '',
-    exception_message = '', traceback = '', progress = NULL, progress_message = ''
+    finished_at = EXCLUDED.finished_at, duration = EXCLUDED.duration,
+    return_value = EXCLUDED.return_value, exception_type = EXCLUDED.exception_type,
+    exception_message = EXCLUDED.exception_message, traceback = EXCLUDED.traceback,
+    progress = CASE WHEN result.attempt = EXCLUDED.attempt AND EXCLUDED.progress IS NULL
+                    THEN result.progress ELSE EXCLUDED.progress END,
+    progress_message = CASE WHEN result.attempt = EXCLUDED.attempt
+                                 AND EXCLUDED.progress IS NULL
+                            THEN result.progress_message ELSE EXCLUDED.progress_message END
 """
-FINISH_SQL = """
-UPDATE jobs_jobresult SET status = %(status)s, finished_at = %(finished_at)s,
-    duration = %(duration)s, return_value = %(return_value)s,
-    exception_type = %(exception_type)s, exception_message = %(exception_message)s,
-    traceback = %(traceback)s
-WHERE job_id = %(job_id)s
-"""
+# The same, run as part of procrastinate's statement that records a job's end.
+JOB_END_CTE: LiteralString = "job_result AS (" + UPSERT_SQL + ")"
 
 
-def _django_execute(query: str, arguments: dict[str, Any]) -> None:
+@dataclasses.dataclass
+class Attempt:
+    """The attempt a worker is running, shared by its middleware and `report_progress`."""
+
+    context: job_context.JobContext
+    job_id: int
+    started_at: dt.datetime
+    progress: float | None = None
+    progress_message: str = ""
+    # A "running" row for this attempt is written, or being written.
+    running_row: bool = False
+    # The delayed "running" row's timer went off: its write must land before the outcome.
+    timer_fired: bool = False
+
+    def row(self, status: str, **outcome: Any) -> dict[str, Any]:
+        """The parameters of `UPSERT_SQL` for this attempt."""
+        fields = {
+            "job_id": self.job_id,
+            "task_name": self.context.job.task_name,
+            "status": status,
+            "worker_name": self.context.worker_name or "",
+            "started_at": self.started_at,
+            "finished_at": None,
+            "duration": None,
+            "return_value": None,
+            "exception_type": "",
+            "exception_message": "",
+            "traceback": "",
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            **outcome,
+        }
+        return {f"result_{name}": value for name, value in fields.items()}
+
+
+_current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "jobs_current_attempt", default=None
+)
+
+
+def _django_execute(query: LiteralString, arguments: dict[str, Any]) -> None:
     close_old_connections()  # a connection broken since the last job is replaced
     with connection.cursor() as cursor:
         cursor.execute(query, arguments)
 
 
-async def _write(context: job_context.JobContext, query: LiteralString, **arguments: Any) -> None:
-    """Run a result statement; a failure is logged, never raised.
+async def _write(attempt: Attempt, row: dict[str, Any]) -> None:
+    """Upsert the attempt's row; a failure is logged, never raised.
 
     A result that cannot be written (database gone for a moment) must not change the job's
     own outcome, which procrastinate records separately.
     """
-    connector = context.app.connector
+    connector = attempt.context.app.connector
     try:
         if isinstance(connector, InMemoryConnector):
             return  # eager mode in tests: jobs live in memory, there is no row to point at
         if isinstance(connector, PsycopgConnector):
-            await connector.execute_query_async(query, **arguments)
+            await connector.execute_query_async(UPSERT_SQL, **row)
         else:
-            await sync_to_async(_django_execute, thread_sensitive=False)(query, arguments)
+            await sync_to_async(_django_execute, thread_sensitive=False)(UPSERT_SQL, row)
     except Exception:
-        logger.exception("Could not record the result of job %s", arguments.get("job_id"))
+        logger.exception("Could not record the result of job %s", attempt.job_id)
+
+
+async def _write_running_row_after(attempt: Attempt, delay: float) -> None:
+    await asyncio.sleep(delay)  # cancelled here if the attempt ends first
+    attempt.timer_fired = True
+    if not attempt.running_row:  # progress reported meanwhile has written it
+        attempt.running_row = True
+        await _write(attempt, attempt.row(JobResult.Status.RUNNING))
 
 
 async def record_result(
@@ -116,30 +178,25 @@ async def record_result(
     context: job_context.JobContext,
     worker: procrastinate_worker.Worker,
 ) -> Any:
-    """Worker middleware: record the attempt's start and outcome in `JobResult`."""
+    """Worker middleware: record the attempt's outcome (and, if it runs long, its start)."""
     job_id = context.job.id
     assert job_id is not None
     started = time.monotonic()
-    await _write(
-        context,
-        START_SQL,
-        job_id=job_id,
-        task_name=context.job.task_name,
-        worker_name=context.worker_name or "",
-        started_at=timezone.now(),
-    )
-    token = _current_job_id.set(job_id)
-    fields: dict[str, Any] = {
-        "return_value": None,
-        "exception_type": "",
-        "exception_message": "",
-        "traceback": "",
-    }
+    attempt = Attempt(context=context, job_id=job_id, started_at=timezone.now())
+    delay = settings.JOBS_RESULT_RUNNING_AFTER_MS / 1000
+    running_row: asyncio.Task[None] | None = None
+    if delay:
+        running_row = asyncio.create_task(_write_running_row_after(attempt, delay))
+    else:
+        attempt.running_row = True
+        await _write(attempt, attempt.row(JobResult.Status.RUNNING))
+    token = _current_attempt.set(attempt)
+    outcome: dict[str, Any] = {}
     try:
         value = await call_next()
     except BaseException as exc:
         aborted = isinstance(exc, procrastinate_exceptions.JobAborted)
-        fields |= {
+        outcome = {
             "status": JobResult.Status.ABORTED if aborted else JobResult.Status.FAILED,
             "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "exception_message": str(exc)[:MESSAGE_LIMIT],
@@ -147,42 +204,56 @@ async def record_result(
         }
         raise
     else:
-        fields |= {
+        outcome = {
             "status": JobResult.Status.SUCCEEDED,
             "return_value": Jsonb(json_safe(value), dumps=_dumps),
         }
         return value
     finally:
-        _current_job_id.reset(token)
-        fields |= {
-            "finished_at": timezone.now(),
-            "duration": dt.timedelta(seconds=time.monotonic() - started),
-        }
-        await _write(context, FINISH_SQL, job_id=job_id, **fields)
+        _current_attempt.reset(token)
+        if running_row is not None and not running_row.done():
+            if attempt.timer_fired:
+                await running_row  # its write must land before the outcome's
+            else:
+                running_row.cancel()
+        row = attempt.row(
+            **outcome,
+            finished_at=timezone.now(),
+            duration=dt.timedelta(seconds=time.monotonic() - started),
+        )
+        if isinstance(context.app.connector, ReconnectingPsycopgConnector):
+            # Written by the statement that records the job's end: no round trip of its
+            # own, and the outcome and the job's end are committed together.
+            context.app.connector.write_with_job_end(job_id, JOB_END_CTE, row)
+        else:
+            await _write(attempt, row)
 
 
-def _progress_fields(fraction: float, message: str) -> dict[str, Any]:
+def _record_progress(fraction: float, message: str) -> Attempt | None:
     if isinstance(fraction, bool) or not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"progress must be a number from 0 to 1, not {fraction!r}")
-    return {"progress": float(fraction), "progress_message": message[:255]}
+    attempt = _current_attempt.get()
+    if attempt is None:
+        return None  # called outside a worker (a direct call in a test or a shell)
+    attempt.progress = float(fraction)
+    attempt.progress_message = message[:255]
+    attempt.running_row = True
+    return attempt
 
 
 def report_progress(fraction: float, message: str = "") -> None:
     """Record the running job's progress (0 to 1) and a short message. Sync tasks."""
-    fields = _progress_fields(fraction, message)
-    job_id = _current_job_id.get()
-    if job_id is None:
-        return  # called outside a worker (a direct call in a test or a shell)
-    JobResult.objects.filter(job_id=job_id).update(**fields)
+    attempt = _record_progress(fraction, message)
+    if attempt is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(UPSERT_SQL, attempt.row(JobResult.Status.RUNNING))
 
 
 async def areport_progress(fraction: float, message: str = "") -> None:
     """`report_progress` for async tasks."""
-    fields = _progress_fields(fraction, message)
-    job_id = _current_job_id.get()
-    if job_id is None:
-        return
-    await JobResult.objects.filter(job_id=job_id).aupdate(**fields)
+    attempt = _record_progress(fraction, message)
+    if attempt is not None:
+        await _write(attempt, attempt.row(JobResult.Status.RUNNING))
 
 
 # --- Reading: one query for a job's full status -----------------------------------------
@@ -193,12 +264,17 @@ async def areport_progress(fraction: float, message: str = "") -> None:
 STATUS_SQL = """
 SELECT j.id, j.task_name, j.queue_name, j.status, j.attempts, j.priority, j.lock,
        j.queueing_lock, j.abort_requested, j.scheduled_at,
-       (SELECT min(e.at) FROM procrastinate_events e
-         WHERE e.job_id = j.id AND e.type = 'deferred') AS deferred_at,
+       e.deferred_at, e.starts, e.last_start,
        r.status, r.attempt, r.worker_name, r.started_at, r.finished_at, r.duration,
        r.return_value::text, r.exception_type, r.exception_message, r.traceback,
        r.progress, r.progress_message
 FROM procrastinate_jobs j
+CROSS JOIN LATERAL (
+    SELECT min(at) FILTER (WHERE type = 'deferred') AS deferred_at,
+           count(*) FILTER (WHERE type = 'started') AS starts,
+           max(at) FILTER (WHERE type = 'started') AS last_start
+    FROM procrastinate_events WHERE job_id = j.id
+) e
 LEFT JOIN jobs_jobresult r ON r.job_id = j.id
 WHERE j.id = %s
 """
@@ -207,10 +283,17 @@ WHERE j.id = %s
 def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
     (
         job_id, task, queue, status, attempts, priority, lock, queueing_lock, abort_requested,
-        scheduled_at, deferred_at, result_status, attempt, worker_name, started_at,
+        scheduled_at, deferred_at, starts, last_start, result_status, attempt, worker_name,
+        started_at,
         finished_at, duration, return_value, exception_type, exception_message, trace,
         progress, progress_message,
     ) = row  # fmt: skip
+    if status == "doing" and (result_status is None or attempt < starts):
+        # The running attempt has no row yet (it writes one after a second, or when it
+        # reports progress); the row, if any, is an earlier attempt's. Say what the
+        # events know of the running one.
+        result_status, attempt, worker_name, started_at = None, starts, "", last_start
+        finished_at = duration = progress = None
     shaped: dict[str, Any] = {
         "id": job_id,
         "task": task,

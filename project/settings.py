@@ -198,6 +198,10 @@ PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
 PROCRASTINATE_ON_APP_READY = "jobs.worker.on_app_ready"
 
 # --- The jobs app (defaults in one place) ------------------------------------------------
+# A job's result row is written when it ends; one still running after this many
+# milliseconds also gets a "running" row (worker, start) meanwhile. 0: at every start,
+# which costs a second write per job (see jobs/results.py).
+JOBS_RESULT_RUNNING_AFTER_MS = env_int("JOBS_RESULT_RUNNING_AFTER_MS", 1000)
 # Largest body the job API accepts (413 above it).
 JOBS_API_MAX_BODY_BYTES = env_int("JOBS_API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 # How far ahead the job API lets a client schedule a job.

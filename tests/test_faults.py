@@ -103,8 +103,8 @@ def wait_for_listeners(count: int, group: WorkerProcess | None = None) -> None:
     wait_until(ready, what=f"{count} listening workers")
 
 
-def running_results(job_ids: list[int]) -> int:
-    return JobResult.objects.filter(job_id__in=job_ids, status="running").count()
+def running_jobs(job_ids: list[int]) -> int:
+    return ProcrastinateJob.objects.filter(id__in=job_ids, status="doing").count()
 
 
 class Deferrer(threading.Thread):
@@ -172,7 +172,7 @@ def test_worker__sigterm_lets_running_jobs_finish_and_starts_no_new_one(
         **TEST_TASKS,
     )  # fmt: skip
     running = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
-    wait_until(lambda: running_results(running) == 2, what="two running jobs")
+    wait_until(lambda: running_jobs(running) == 2, what="two running jobs")
     waiting = [int(quick.defer(n=n)) for n in range(3)]
 
     worker.process.send_signal(signal.SIGTERM)
@@ -201,7 +201,7 @@ def test_worker__second_sigterm_stops_at_once_and_its_jobs_are_recovered(
         **TEST_TASKS,
     )  # fmt: skip
     job_ids = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
-    wait_until(lambda: running_results(job_ids) == 2, what="two running jobs")
+    wait_until(lambda: running_jobs(job_ids) == 2, what="two running jobs")
     worker.process.send_signal(signal.SIGTERM)
     worker.wait_for_output("Stop requested")
 
@@ -239,7 +239,7 @@ def test_run_workers__sigterm_stops_every_worker_gracefully(
     )  # fmt: skip
     wait_for_listeners(2, group)
     running = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
-    wait_until(lambda: running_results(running) == 2, what="a running job in each worker")
+    wait_until(lambda: running_jobs(running) == 2, what="a running job in each worker")
     waiting = [int(quick.defer(n=n)) for n in range(2)]
 
     group.process.send_signal(signal.SIGTERM)
@@ -287,7 +287,7 @@ def test_workers__survive_a_postgresql_restart(
     quiet = [int(wait_quietly.defer(path=str(flag), timeout=120)) for _ in range(2)]
     cut = [int(wait_for_file.defer(path=str(flag), timeout=120)) for _ in range(2)]
     in_flight = quiet + cut
-    wait_until(lambda: running_results(in_flight) == 4, what="every slot busy")
+    wait_until(lambda: running_jobs(in_flight) == 4, what="every slot busy")
     queued = [int(quick.defer(n=n)) for n in range(20)]
 
     with deferring() as deferrer:

@@ -170,3 +170,89 @@ def test_results__deleted_with_their_job_by_procrastinate(run_worker: Callable[.
 
     assert not ProcrastinateJob.objects.filter(id=job_id).exists()
     assert not JobResult.objects.filter(job_id=job_id).exists()
+
+
+def test_results__a_running_attempt_before_its_row_and_after_a_failed_one(
+    start_worker: StartWorker, admin_client: Client, tmp_path: Path
+) -> None:
+    """Short attempts write their row only at the end: the API reads the running one from
+    procrastinate's events, and an earlier attempt's error is not shown as the current."""
+    from tests.slow_tasks import wait_quietly
+
+    # A running attempt never gets its own row before it ends in this test.
+    start_worker("--name", "slow-row", JOBS_RESULT_RUNNING_AFTER_MS="600000", **TEST_TASKS)
+    path = tmp_path / "file"
+    job_id = wait_quietly.defer(path=str(path), timeout=3)
+
+    def job() -> dict[str, Any]:
+        return dict(admin_client.get(f"/api/jobs/{job_id}/").json())
+
+    first = wait_until(lambda: (current := job())["status"] == "doing" and current)
+    assert first["last_attempt"] == 1
+    assert first["started_at"] is not None
+    assert first["worker"] is None
+    assert first["error"] is None
+    assert not JobResult.objects.filter(job_id=job_id).exists()
+
+    failed = wait_until(lambda: (current := job())["status"] == "failed" and current)
+    assert failed["error"]["type"] == "builtins.TimeoutError"
+    assert failed["worker"] == "slow-row"
+    assert failed["last_attempt"] == 1
+
+    assert admin_client.post(f"/api/jobs/{job_id}/retry/").status_code == 200
+    second = wait_until(lambda: (current := job())["status"] == "doing" and current)
+    assert second["last_attempt"] == 2
+    assert second["error"] is None
+    assert second["started_at"] > failed["started_at"]
+    assert JobResult.objects.get(job_id=job_id).status == JobResult.Status.FAILED
+
+    path.touch()
+    done = wait_until(lambda: (current := job())["status"] == "succeeded" and current)
+    assert done["last_attempt"] == 2
+    assert done["result"] == {"found": str(path)}
+    assert done["error"] is None
+
+
+@pytest.mark.parametrize("after_ms", ["0", "300"])
+def test_results__a_long_attempt_gets_its_running_row(
+    start_worker: StartWorker, admin_client: Client, tmp_path: Path, after_ms: str
+) -> None:
+    from tests.slow_tasks import wait_quietly
+
+    start_worker("--name", "long-row", JOBS_RESULT_RUNNING_AFTER_MS=after_ms, **TEST_TASKS)
+    path = tmp_path / "file"
+    job_id = wait_quietly.defer(path=str(path), timeout=30)
+
+    row = wait_until(lambda: JobResult.objects.filter(job_id=job_id).first())
+    assert row.status == JobResult.Status.RUNNING
+    assert (row.attempt, row.worker_name, row.finished_at) == (1, "long-row", None)
+    running = admin_client.get(f"/api/jobs/{job_id}/").json()
+    assert (running["status"], running["worker"]) == ("doing", "long-row")
+
+    path.touch()
+    wait_until(lambda: JobResult.objects.get(job_id=job_id).status == JobResult.Status.SUCCEEDED)
+    row.refresh_from_db()
+    assert row.finished_at is not None
+    assert row.return_value == {"found": str(path)}
+
+
+def test_results__progress_writes_the_running_row_and_outlives_the_end(
+    start_worker: StartWorker, tmp_path: Path
+) -> None:
+    from tests.slow_tasks import wait_for_file
+
+    start_worker("--name", "progress", JOBS_RESULT_RUNNING_AFTER_MS="600000", **TEST_TASKS)
+    path = tmp_path / "file"
+    job_id = wait_for_file.defer(path=str(path))
+
+    running = wait_until(lambda: JobResult.objects.filter(job_id=job_id).first())
+    assert (running.status, running.progress, running.progress_message) == (
+        JobResult.Status.RUNNING, 0.5, "waiting for the file",
+    )  # fmt: skip
+    assert running.worker_name == "progress"
+
+    path.touch()
+    wait_until(lambda: JobResult.objects.get(job_id=job_id).status == JobResult.Status.SUCCEEDED)
+    running.refresh_from_db()
+    assert (running.progress, running.progress_message) == (1.0, "done")
+    assert running.finished_at is not None

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def kill_mid_job(start_worker: Callable[..., WorkerProcess], task: Any, path: Path) -> int:
     doomed = start_worker("--queues", "tests", "--name", "doomed", **TEST_TASKS)
     job_id = int(task.defer(path=str(path)))
-    wait_until(lambda: JobResult.objects.filter(job_id=job_id, status="running").exists())
+    wait_until(lambda: ProcrastinateJob.objects.filter(id=job_id, status="doing").exists())
     doomed.stop(signal.SIGKILL)
     assert ProcrastinateJob.objects.get(id=job_id).status == "doing"
     return job_id

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -115,6 +116,9 @@ class Command(BaseCommand):
         if not str(connection.settings_dict["NAME"]).endswith(SCRATCH_SUFFIX):
             raise CommandError("--measure-into runs only against the benchmark's scratch database.")
         from jobs.worker_benchmark import run_all
+
+        # This process defers thousands of jobs; a log line for each says nothing useful.
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
         def log(line: str) -> None:
             self.stdout.write(line)
