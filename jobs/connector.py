@@ -25,8 +25,9 @@ graceful timeout) without taking new ones.
   here: with stock procrastinate, 7 of 240 rounds of four jobs deferred at once to two idle
   workers left a job waiting; with this, none of 300.)
 
-Two changes make each of the worker's statements one round trip instead of four (measured
-with `manage.py bench_jobs`: the stock worker drains about half again as many no-op jobs):
+Two changes make each of the worker's statements one round trip instead of four (with the
+results written along with the job's end, see `write_with_job_end`, they took the stock
+worker from about 130 to about 270 no-op jobs/s here, measured with `manage.py bench_jobs`):
 
 - Its pool's connections are in autocommit. procrastinate's worker statements are single
   statements (calls to its SQL functions), so they commit exactly as before, without the

@@ -63,6 +63,25 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def failing_mail_worker(
+    start_worker: Callable[..., WorkerProcess], free_port: int
+) -> Callable[[], WorkerProcess]:
+    """Starts a worker whose notification mails all fail: nothing listens on its SMTP port,
+    so every connection is refused (an OSError, which the task's retry policy retries)."""
+
+    def start() -> WorkerProcess:
+        return start_worker(
+            "--fetch-job-polling-interval",
+            "0.2",
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=str(free_port),
+        )
+
+    return start
+
+
+@pytest.fixture
 def staff_user(db: None) -> User:
     """A staff member who may view procrastinate's jobs and events, and nothing else."""
     user = User.objects.create_user("operator", password="pw-for-tests", is_staff=True)

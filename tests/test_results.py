@@ -61,15 +61,9 @@ def test_results__sync_and_async_successes(
 
 
 def test_results__failure_keeps_the_last_attempt_with_traceback(
-    start_worker: StartWorker, client: Client, token: str, free_port: int
+    failing_mail_worker: Callable[[], WorkerProcess], client: Client, token: str
 ) -> None:
-    start_worker(
-        "--fetch-job-polling-interval",
-        "0.2",
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST="127.0.0.1",
-        EMAIL_PORT=str(free_port),
-    )
+    failing_mail_worker()
     notification = services.queue_notification(recipient="a@example.com", subject="Hi")
     job_id = notification.job_id
     assert job_id is not None

@@ -49,3 +49,14 @@ def test_procrastinate_in_memory__failed_job_is_reported(
     procrastinate_in_memory.run()
 
     assert [job["status"] for job in procrastinate_in_memory.jobs()] == ["failed"]
+
+
+def test_procrastinate_in_memory__a_task_may_report_progress(
+    procrastinate_in_memory: InMemoryQueue,
+) -> None:
+    from tests.slow_tasks import quick  # reports its progress, then returns n
+
+    quick.defer(n=7)
+    procrastinate_in_memory.run()
+
+    assert [job["status"] for job in procrastinate_in_memory.jobs()] == ["succeeded"]

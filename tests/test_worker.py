@@ -104,16 +104,9 @@ def test_worker__listens_on_every_queue_including_builtin(start_worker: StartWor
 
 
 def test_worker__failing_task_is_retried_then_fails_with_events(
-    start_worker: StartWorker, free_port: int
+    failing_mail_worker: Callable[[], WorkerProcess],
 ) -> None:
-    # Nothing listens on free_port: every SMTP connection is refused (an OSError).
-    start_worker(
-        "--fetch-job-polling-interval",
-        "0.2",
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST="127.0.0.1",
-        EMAIL_PORT=str(free_port),
-    )
+    failing_mail_worker()
     notification = services.queue_notification(recipient="lin@example.com", subject="Hi")
     assert notification.job_id is not None
 
