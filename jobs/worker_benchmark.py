@@ -4,7 +4,8 @@ is the benchmark's scratch database.
 - defer rate: one job at a time on a sync view's code path (`atomic` + `defer`), on an async
   view's (`async_atomic` + `defer_async`), and with `batch_defer`;
 - drain throughput: N queued jobs, W worker processes with concurrency C, from the first
-  job's start to the last job's end (process start-up is not counted);
+  job's start to the last job's end (process start-up is not counted), in rounds that
+  alternate the stock and the recommended setup (the median run is reported);
 - pickup latency: idle workers, one job at a time, from the job's `deferred` event to its
   `started` event (both stamped by PostgreSQL's clock), with LISTEN/NOTIFY and without;
 - view overhead: response times under uvicorn of the same write with and without a defer;
@@ -342,10 +343,23 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
     recommended = run_workers(processes, concurrency)
     figures["recommended"] = {"processes": processes, "concurrency": concurrency}
     figures["drain"] = {}
+    setups = (("stock", stock_worker()), ("recommended", recommended))
+    rounds = options["repeat"]
     for kind in options["kinds"]:
-        for label, command in (("stock", stock_worker()), ("recommended", recommended)):
-            log(f"Drain {options['jobs']:,} {kind} jobs with the {label} setup...")
-            figures["drain"][f"{kind}/{label}"] = drain(command, kind, options["jobs"])
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in setups}
+        # Rounds alternate the setups, so that a slow spell of a shared machine slows
+        # both; each setup's median run is reported, with every run's rate.
+        for number in range(1, rounds + 1):
+            for label, command in setups:
+                what = f"{options['jobs']:,} {kind} jobs with the {label} setup"
+                log(f"Drain {what} ({number}/{rounds})...")
+                runs[label].append(drain(command, kind, options["jobs"]))
+        for label, results in runs.items():
+            ranked = sorted(results, key=lambda result: result["per_second"])
+            figures["drain"][f"{kind}/{label}"] = {
+                **ranked[(len(ranked) - 1) // 2],
+                "runs_per_second": [result["per_second"] for result in results],
+            }
     log("Pickup latency with LISTEN/NOTIFY...")
     figures["pickup_listen_notify"] = pickup_latency(
         recommended, options["latency_count"], listeners=processes

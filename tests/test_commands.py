@@ -126,6 +126,7 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
 
     call_command(
         "bench_jobs", "--jobs", "100", "--kinds", "noop_async,orm_sync", "--processes", "1",
+        "--repeat", "2",
         "--defer-count", "10", "--latency-count", "10", "--polling-latency-count", "5",
         "--poll-interval", "0.2", "--requests", "20", "--output", str(tmp_path), stdout=out,
     )  # fmt: skip
@@ -138,6 +139,8 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
     assert "adds" in text
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert figures["drain"]["orm_sync/recommended"]["jobs"] == 100
+    assert len(figures["drain"]["noop_async/stock"]["runs_per_second"]) == 2
+    assert "noop_async: recommended / stock = " in text
     assert figures["pickup_listen_notify"]["count"] == 10
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
 
@@ -145,6 +148,8 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
 def test_bench_jobs__refuses_bad_arguments() -> None:
     with pytest.raises(CommandError, match="choose among"):
         call_command("bench_jobs", "--kinds", "nope", stdout=StringIO())
+    with pytest.raises(CommandError, match="--repeat"):
+        call_command("bench_jobs", "--repeat", "0", stdout=StringIO())
     with pytest.raises(CommandError, match=r"between 0\.05 and 60"):
         call_command("bench_jobs", "--poll-interval", "0", stdout=StringIO())
     with pytest.raises(CommandError, match="scratch database"):

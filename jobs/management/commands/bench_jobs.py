@@ -52,6 +52,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--kinds", type=kind_list, default=list(bench_tasks.TASKS), help="Task kinds."
         )
+        parser.add_argument(
+            "--repeat",
+            type=whole_number(1, 99),
+            default=3,
+            help="Drain rounds per kind, alternating the setups; the median run is reported.",
+        )
         parser.add_argument("--processes", type=whole_number(1, 64), default=os.cpu_count() or 1)
         parser.add_argument("--concurrency", type=whole_number(1, 500), default=4)
         parser.add_argument("--defer-count", type=whole_number(10), default=2000)
@@ -97,6 +103,7 @@ class Command(BaseCommand):
     ) -> None:
         forwarded = [
             "--jobs", str(options["jobs"]), "--kinds", ",".join(options["kinds"]),
+            "--repeat", str(options["repeat"]),
             "--processes", str(options["processes"]), "--concurrency", str(options["concurrency"]),
             "--defer-count", str(options["defer_count"]),
             "--latency-count", str(options["latency_count"]),
@@ -143,10 +150,18 @@ class Command(BaseCommand):
             f"--concurrency {recommended['concurrency']}"
         )
         for key, value in figures["drain"].items():
+            runs = value["runs_per_second"]
+            spread = (
+                f"; runs: {', '.join(f'{rate:,.0f}' for rate in runs)}" if len(runs) > 1 else ""
+            )
             write(
                 f"  {key:<28}{value['per_second']:>10,.1f}   "
-                f"({value['jobs']:,} jobs in {value['seconds']} s)"
+                f"({value['jobs']:,} jobs in {value['seconds']} s{spread})"
             )
+        for kind in dict.fromkeys(key.split("/")[0] for key in figures["drain"]):
+            stock = figures["drain"][f"{kind}/stock"]["per_second"]
+            ratio = figures["drain"][f"{kind}/recommended"]["per_second"] / stock
+            write(f"  {kind}: recommended / stock = {ratio:.2f}")
         for label, key in (
             ("LISTEN/NOTIFY", "pickup_listen_notify"),
             ("polling only", "pickup_polling"),
