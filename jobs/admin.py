@@ -387,9 +387,14 @@ class JobAdmin(QueueTableAdmin):
     def timeline(self, job: ProcrastinateJob) -> str:
         return render_timeline(self._events(job))
 
-    @staticmethod
-    def _result(job: ProcrastinateJob) -> JobResult | None:
-        return getattr(job, "_jobs_result", None)
+    def _result(self, job: ProcrastinateJob) -> JobResult | None:
+        """The row of the job's current attempt, or None if that attempt has none (yet)."""
+        result: JobResult | None = getattr(job, "_jobs_result", None)
+        if result is not None and job.status == "doing":
+            starts = sum(1 for event in self._events(job) if event.type == "started")
+            if result.attempt < starts:
+                return None  # an earlier attempt's; the running one writes its row later
+        return result
 
     @admin.display(description="Status")
     def result_status(self, job: ProcrastinateJob) -> str:
@@ -544,6 +549,7 @@ class EventRow(NamedTuple):
 LIST_RESULT_FIELDS = (
     "job_id",
     "status",
+    "attempt",
     "exception_type",
     "exception_message",
     "duration",

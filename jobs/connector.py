@@ -36,7 +36,9 @@ worker from about 130 to about 270 no-op jobs/s here, measured with `manage.py b
   have closed it: when its socket has something to read (a closed session, a shutdown
   message) or it is already known to be broken. procrastinate's default pings every
   connection every time. A connection that dies without a word (a cut network path) is
-  left to the retries above, which also replace every idle connection after a loss.
+  left to the retries above, which also replace every idle connection after a loss; a
+  task that defers a job on such a connection (never retried, see below) fails, and its
+  retry policy decides.
 
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
 `manage.py procrastinate worker`; `jobs.worker.on_app_ready` installs it.
@@ -109,7 +111,12 @@ async def check_idle_connection(connection: psycopg.AsyncConnection[Any]) -> Non
     An idle session receives nothing unless the server ends it (or, rarely, reports a
     changed setting): then the full check runs, reads what came, and fails if it is over.
     """
-    if connection.closed or connection.broken or _has_input(connection.fileno()):
+    if (
+        connection.closed
+        or connection.broken
+        or not hasattr(select, "poll")  # Windows: no way to look without reading
+        or _has_input(connection.fileno())
+    ):
         await psycopg_pool.AsyncConnectionPool.check_connection(connection)
 
 
@@ -203,8 +210,13 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                     query, lambda: parent(combined, **arguments, **extra_arguments)
                 )
                 return
-            except exceptions.ConnectorException as error:
-                if connection_lost(error):
+            except Exception as error:
+                cause = (
+                    error.__cause__ if isinstance(error, exceptions.ConnectorException) else error
+                )
+                # A lost connection is the caller's to handle; an error raised by
+                # procrastinate's own function (P0001) would be raised again without ours.
+                if connection_lost(error) or getattr(cause, "sqlstate", None) == "P0001":
                     raise
                 logger.exception(
                     "Could not write with the end of job %s; recording its end alone",

@@ -36,12 +36,11 @@ from typing import TYPE_CHECKING, Any, LiteralString
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
-from psycopg.types.json import Jsonb
 
 from jobs.connector import ReconnectingPsycopgConnector
 from jobs.models import JobResult
@@ -54,10 +53,30 @@ logger = logging.getLogger(__name__)
 
 TRACEBACK_LIMIT = 20_000
 MESSAGE_LIMIT = 5_000
+# A return value is for a status page, not a file store: bigger ones are not kept.
+RETURN_VALUE_LIMIT = 1_000_000
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def json_text(value: Any) -> str:
+    """A return value as the JSON text to store: the value itself if it is JSON-safe and
+    at most RETURN_VALUE_LIMIT characters long, else a small object that says why not.
+
+    Made once, when the attempt ends: the statement then carries a plain string, which
+    nothing can change or fail to encode on its way to the database.
+    """
+    try:
+        text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError):
+        return _dumps({"unserializable": repr(value)[:MESSAGE_LIMIT]})
+    if len(text) > RETURN_VALUE_LIMIT:
+        return _dumps(
+            {"too_large": f"{len(text):,} characters of JSON; the limit is {RETURN_VALUE_LIMIT:,}"}
+        )
+    return text
 
 
 def json_safe(value: Any) -> Any:
@@ -72,8 +91,10 @@ def json_safe(value: Any) -> Any:
 # One upsert writes every state of the row: "running", then the outcome. The attempt is
 # counted from the "started" events: procrastinate's `attempts` also grows when a failed
 # job is retried by hand, so it can run ahead of the real runs. Progress already written
-# for the same attempt is kept when the statement brings none. (Parameters are prefixed:
-# the outcome travels in the statement of procrastinate's that records the job's end.)
+# for the same attempt is kept when the statement brings none, and a late "running" write
+# (progress from a thread the task left behind) never overwrites a finished attempt.
+# (Parameters are prefixed: the outcome travels in procrastinate's statement that records
+# the job's end.)
 UPSERT_SQL = """
 INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_name,
     started_at, finished_at, duration, return_value, exception_type, exception_message,
@@ -82,7 +103,7 @@ VALUES (%(result_job_id)s, %(result_task_name)s, %(result_status)s,
     GREATEST((SELECT count(*) FROM procrastinate_events
               WHERE job_id = %(result_job_id)s AND type = 'started'), 1),
     %(result_worker_name)s, %(result_started_at)s, %(result_finished_at)s,
-    %(result_duration)s, %(result_return_value)s, %(result_exception_type)s,
+    %(result_duration)s, %(result_return_value)s::jsonb, %(result_exception_type)s,
     %(result_exception_message)s, %(result_traceback)s, %(result_progress)s,
     %(result_progress_message)s)
 ON CONFLICT (job_id) DO UPDATE SET
@@ -96,6 +117,8 @@ ON CONFLICT (job_id) DO UPDATE SET
     progress_message = CASE WHEN result.attempt = EXCLUDED.attempt
                                  AND EXCLUDED.progress IS NULL
                             THEN result.progress_message ELSE EXCLUDED.progress_message END
+WHERE EXCLUDED.status <> 'running' OR result.status = 'running'
+    OR result.attempt <> EXCLUDED.attempt
 """
 # The same, run as part of procrastinate's statement that records a job's end.
 JOB_END_CTE: LiteralString = "job_result AS (" + UPSERT_SQL + ")"
@@ -195,7 +218,8 @@ async def record_result(
     try:
         value = await call_next()
     except BaseException as exc:
-        aborted = isinstance(exc, procrastinate_exceptions.JobAborted)
+        # Sync tasks raise JobAborted; async ones are cancelled.
+        aborted = isinstance(exc, procrastinate_exceptions.JobAborted | asyncio.CancelledError)
         outcome = {
             "status": JobResult.Status.ABORTED if aborted else JobResult.Status.FAILED,
             "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -206,27 +230,40 @@ async def record_result(
     else:
         outcome = {
             "status": JobResult.Status.SUCCEEDED,
-            "return_value": Jsonb(json_safe(value), dumps=_dumps),
+            "return_value": json_text(value),
         }
         return value
     finally:
         _current_attempt.reset(token)
-        if running_row is not None and not running_row.done():
-            if attempt.timer_fired:
-                await running_row  # its write must land before the outcome's
+        finished_at = timezone.now()
+        try:
+            if running_row is not None and not running_row.done():
+                if attempt.timer_fired:
+                    await _settle(running_row)  # its write must land before the outcome's
+                else:
+                    running_row.cancel()
+        finally:
+            row = attempt.row(
+                **outcome,
+                finished_at=finished_at,
+                duration=dt.timedelta(seconds=time.monotonic() - started),
+            )
+            if isinstance(context.app.connector, ReconnectingPsycopgConnector):
+                # Written by the statement that records the job's end: no round trip of
+                # its own, and the outcome and the job's end are committed together.
+                context.app.connector.write_with_job_end(job_id, JOB_END_CTE, row)
             else:
-                running_row.cancel()
-        row = attempt.row(
-            **outcome,
-            finished_at=timezone.now(),
-            duration=dt.timedelta(seconds=time.monotonic() - started),
-        )
-        if isinstance(context.app.connector, ReconnectingPsycopgConnector):
-            # Written by the statement that records the job's end: no round trip of its
-            # own, and the outcome and the job's end are committed together.
-            context.app.connector.write_with_job_end(job_id, JOB_END_CTE, row)
-        else:
-            await _write(attempt, row)
+                await _write(attempt, row)
+
+
+async def _settle(write: asyncio.Task[None]) -> None:
+    """Wait for `write` to finish, even if this task is cancelled meanwhile (an abort, a
+    shutdown): the outcome is recorded after it either way."""
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        await write
+        raise
 
 
 def _record_progress(fraction: float, message: str) -> Attempt | None:
@@ -246,9 +283,15 @@ def _record_progress(fraction: float, message: str) -> Attempt | None:
 def report_progress(fraction: float, message: str = "") -> None:
     """Record the running job's progress (0 to 1) and a short message. Sync tasks."""
     attempt = _record_progress(fraction, message)
-    if attempt is not None:
-        with connection.cursor() as cursor:
+    if attempt is None:
+        return
+    try:
+        # A savepoint when the task reports from inside its own transaction: a failed
+        # progress write must not take the task's transaction down with it.
+        with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(UPSERT_SQL, attempt.row(JobResult.Status.RUNNING))
+    except Exception:
+        logger.exception("Could not record the progress of job %s", attempt.job_id)
 
 
 async def areport_progress(fraction: float, message: str = "") -> None:

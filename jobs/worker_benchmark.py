@@ -348,9 +348,11 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
     for kind in options["kinds"]:
         runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in setups}
         # Rounds alternate the setups, so that a slow spell of a shared machine slows
-        # both; each setup's median run is reported, with every run's rate.
+        # both; each setup's median run (the lower middle one for an even count) is
+        # reported, with every run's rate.
         for number in range(1, rounds + 1):
-            for label, command in setups:
+            # Each setup goes first in every other round: the tables grow run after run.
+            for label, command in setups if number % 2 else setups[::-1]:
                 what = f"{options['jobs']:,} {kind} jobs with the {label} setup"
                 log(f"Drain {what} ({number}/{rounds})...")
                 runs[label].append(drain(command, kind, options["jobs"]))

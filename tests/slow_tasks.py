@@ -6,6 +6,7 @@ the test process imports it from conftest.py so both see the same registry.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def wait_quietly(path: str, timeout: float = 30) -> dict[str, str]:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.05)
     return {"found": path}
+
+
+@app.task(name="tests.return_large", queue="tests")
+def return_large(characters: int) -> str:
+    return "x" * characters
+
+
+@app.task(name="tests.sleep_async", queue="tests")
+async def sleep_async(seconds: float) -> None:
+    """An async task that waits: an abort cancels it."""
+    await asyncio.sleep(seconds)

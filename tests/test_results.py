@@ -192,6 +192,8 @@ def test_results__a_running_attempt_before_its_row_and_after_a_failed_one(
     assert failed["error"]["type"] == "builtins.TimeoutError"
     assert failed["worker"] == "slow-row"
     assert failed["last_attempt"] == 1
+    admin_page = f"/admin/procrastinate/procrastinatejob/{job_id}/change/"
+    assert b"failed (attempt 1" in admin_client.get(admin_page).content
 
     assert admin_client.post(f"/api/jobs/{job_id}/retry/").status_code == 200
     second = wait_until(lambda: (current := job())["status"] == "doing" and current)
@@ -199,6 +201,7 @@ def test_results__a_running_attempt_before_its_row_and_after_a_failed_one(
     assert second["error"] is None
     assert second["started_at"] > failed["started_at"]
     assert JobResult.objects.get(job_id=job_id).status == JobResult.Status.FAILED
+    assert b"failed (attempt 1" not in admin_client.get(admin_page).content
 
     path.touch()
     done = wait_until(lambda: (current := job())["status"] == "succeeded" and current)
@@ -250,3 +253,39 @@ def test_results__progress_writes_the_running_row_and_outlives_the_end(
     running.refresh_from_db()
     assert (running.progress, running.progress_message) == (1.0, "done")
     assert running.finished_at is not None
+
+
+def test_results__a_return_value_too_large_to_keep_is_described(
+    run_worker: Callable[..., Any],
+) -> None:
+    from jobs.results import RETURN_VALUE_LIMIT
+    from tests.slow_tasks import return_large
+
+    kept = return_large.defer(characters=100)
+    dropped = return_large.defer(characters=RETURN_VALUE_LIMIT)
+    run_worker(**TEST_TASKS)
+
+    assert JobResult.objects.get(job_id=kept).return_value == "x" * 100
+    too_large = JobResult.objects.get(job_id=dropped)
+    assert too_large.status == JobResult.Status.SUCCEEDED
+    assert isinstance(too_large.return_value, dict)
+    assert "the limit is 1,000,000" in too_large.return_value["too_large"]
+
+
+def test_results__an_aborted_async_job_is_recorded_as_aborted(
+    start_worker: StartWorker, admin_client: Client
+) -> None:
+    from tests.slow_tasks import sleep_async
+
+    start_worker("--abort-job-polling-interval", "0.1", **TEST_TASKS)
+    job_id = sleep_async.defer(seconds=60)
+    wait_until(lambda: ProcrastinateJob.objects.get(id=job_id).status == "doing")
+
+    assert admin_client.post(f"/api/jobs/{job_id}/abort/").status_code == 202
+
+    result = wait_until(
+        lambda: JobResult.objects.filter(job_id=job_id).exclude(status="running").first()
+    )
+    assert result.status == JobResult.Status.ABORTED
+    assert result.exception_type == "asyncio.exceptions.CancelledError"
+    assert ProcrastinateJob.objects.get(id=job_id).status == "aborted"

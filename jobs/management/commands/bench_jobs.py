@@ -125,13 +125,18 @@ class Command(BaseCommand):
         from jobs.worker_benchmark import run_all
 
         # This process defers thousands of jobs; a log line for each says nothing useful.
-        logging.getLogger("procrastinate").setLevel(logging.WARNING)
+        procrastinate_logger = logging.getLogger("procrastinate")
+        level = procrastinate_logger.level
+        procrastinate_logger.setLevel(logging.WARNING)
 
         def log(line: str) -> None:
             self.stdout.write(line)
             self.stdout.flush()
 
-        figures = run_all(options, log=log)
+        try:
+            figures = run_all(options, log=log)
+        finally:
+            procrastinate_logger.setLevel(level)
         options["measure_into"].write_text(json.dumps(figures))
 
     def _report(self, figures: dict[str, Any]) -> None:
