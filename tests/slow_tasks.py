@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from django.db import connection
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.contrib.django import app
 
@@ -83,3 +84,19 @@ def return_large(characters: int) -> str:
 async def sleep_async(seconds: float) -> None:
     """An async task that waits: an abort cancels it."""
     await asyncio.sleep(seconds)
+
+
+# One retry allowed: a run whose query is cut (the database restarted while it waited)
+# fails like on any database error, and runs again.
+@app.task(name="tests.query_around_wait", queue="tests", retry=RetryStrategy(max_attempts=1))
+def query_around_wait(path: str, timeout: float = 30) -> None:
+    """Query, wait until `path` exists, query again on the same connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
