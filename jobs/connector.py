@@ -105,7 +105,9 @@ def connection_lost(error: BaseException) -> bool:
 
 
 def _due(moment: dt.datetime | None) -> bool:
-    return moment is None or moment <= dt.datetime.now(dt.UTC)
+    if moment is None or moment.tzinfo is None:  # procrastinate's are aware; assume due
+        return True
+    return moment <= dt.datetime.now(dt.UTC)
 
 
 def _has_input(fd: int) -> bool:
