@@ -35,6 +35,7 @@ from procrastinate.contrib.django.models import ProcrastinateEvent, Procrastinat
 from jobs import job_actions, job_list
 from jobs.charts import relative
 from jobs.models import ApiToken, JobResult, Notification, Report
+from jobs.results import row_is_current
 from jobs.tokens import TokenError, validate_task_names
 
 
@@ -390,11 +391,10 @@ class JobAdmin(QueueTableAdmin):
     def _result(self, job: ProcrastinateJob) -> JobResult | None:
         """The row of the job's current attempt, or None if that attempt has none (yet)."""
         result: JobResult | None = getattr(job, "_jobs_result", None)
-        if result is not None and job.status == "doing":
-            starts = sum(1 for event in self._events(job) if event.type == "started")
-            if result.attempt < starts:
-                return None  # an earlier attempt's; the running one writes its row later
-        return result
+        if result is None:
+            return None
+        starts = sum(1 for event in self._events(job) if event.type == "started")
+        return result if row_is_current(job.status, result.attempt, starts) else None
 
     @admin.display(description="Status")
     def result_status(self, job: ProcrastinateJob) -> str:

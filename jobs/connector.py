@@ -88,9 +88,14 @@ RETRIED_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdow
 RETRIED_SQLSTATE_CLASSES = {"08"}  # connection exception
 
 
+def _cause(error: BaseException) -> BaseException | None:
+    """psycopg's error behind a connector error (procrastinate wraps them), or `error`."""
+    return error.__cause__ if isinstance(error, exceptions.ConnectorException) else error
+
+
 def connection_lost(error: BaseException) -> bool:
     """Whether `error` (a connector error or psycopg's own) means "no usable connection"."""
-    cause = error.__cause__ if isinstance(error, exceptions.ConnectorException) else error
+    cause = _cause(error)
     if isinstance(cause, psycopg_pool.PoolTimeout):
         return True
     if not isinstance(cause, psycopg.OperationalError):
@@ -229,12 +234,9 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                 )
                 return
             except Exception as error:
-                cause = (
-                    error.__cause__ if isinstance(error, exceptions.ConnectorException) else error
-                )
                 # A lost connection is the caller's to handle; an error raised by
                 # procrastinate's own function (P0001) would be raised again without ours.
-                if connection_lost(error) or getattr(cause, "sqlstate", None) == "P0001":
+                if connection_lost(error) or getattr(_cause(error), "sqlstate", None) == "P0001":
                     raise
                 logger.exception(
                     "Could not write with the end of job %s; recording its end alone",

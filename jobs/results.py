@@ -325,6 +325,18 @@ WHERE j.id = %s
 """
 
 
+def row_is_current(job_status: str, row_attempt: int | None, starts: int) -> bool:
+    """Whether a job's result row (its attempt number, None without a row) describes the
+    job's latest attempt, given how many times the job started (its "started" events).
+
+    A running attempt has no row until it has run JOBS_RESULT_RUNNING_AFTER_MS or reports
+    progress; until then the row, if any, is an earlier attempt's.
+    """
+    if job_status != "doing":
+        return True
+    return row_attempt is not None and row_attempt >= starts
+
+
 def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
     (
         job_id, task, queue, status, attempts, priority, lock, queueing_lock, abort_requested,
@@ -333,7 +345,7 @@ def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
         finished_at, duration, return_value, exception_type, exception_message, trace,
         progress, progress_message,
     ) = row  # fmt: skip
-    if status == "doing" and (result_status is None or attempt < starts):
+    if not row_is_current(status, attempt if result_status is not None else None, starts):
         # The running attempt has no row yet (it writes one after a second, or when it
         # reports progress); the row, if any, is an earlier attempt's. Say what the
         # events know of the running one.
