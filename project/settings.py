@@ -9,6 +9,7 @@ PostgreSQL server starts on first connection (see `project.embedded_postgres`).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,53 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """`X-Forwarded-Proto` (the proxy sends `https`) or `Name: value` (`X-Forwarded-Ssl: on`),
+    as Django's SECURE_PROXY_SSL_HEADER: ("HTTP_X_FORWARDED_PROTO", "https")."""
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return None
+    header, _, value = raw.partition(":")
+    header, value = header.strip(), value.strip() or "https"
+    # Hyphens only: servers drop headers with underscores, and Django's META spells both
+    # alike, so `HTTP_X_FORWARDED_PROTO` here is a mistake worth naming.
+    if not re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", header) or not re.fullmatch(
+        r"[!-~]+", value
+    ):
+        raise ImproperlyConfigured(
+            f"{name}={raw!r}: expected the header your proxy sets, as it is sent: "
+            "'X-Forwarded-Proto' (its value then 'https') or 'Name: value' "
+            "('X-Forwarded-Ssl: on')."
+        )
+    return f"HTTP_{header.upper().replace('-', '_')}", value
+
+
+# Keys that are public, in this repository or its history: whoever knows the key can forge
+# sessions (log in as anyone) and signed values. Production refuses them, and every key
+# Django's `check --deploy` calls weak (security.W009: shorter than 50 characters, fewer
+# than 5 distinct ones, or Django's "django-insecure-" prefix of generated examples).
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-key-never-use-in-production"
+PUBLISHED_SECRET_KEYS = frozenset(
+    {
+        DEVELOPMENT_SECRET_KEY,
+        "compose-demo-secret-key-change-me-0123456789abcdef",  # compose.yaml's old fallback
+        "collectstatic-only",  # the Dockerfile's build step, before it drew a random key
+        "CHANGE-ME-to-a-long-random-string",  # deploy/workers.env.example
+    }
+)
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why `key` must not sign anything in production, or None."""
+    if key in PUBLISHED_SECRET_KEYS:
+        return "it is published in this project's repository"
+    if key.startswith("django-insecure-"):
+        return "it has Django's 'django-insecure-' prefix of keys made for development"
+    if len(key) < 50 or len(set(key)) < 5:
+        return "it is shorter than 50 characters or has fewer than 5 different ones"
+    return None
+
+
 ENVIRONMENT = os.environ.get("DJANGO_ENV", "development").strip().lower()
 if ENVIRONMENT not in {"development", "production"}:
     raise ImproperlyConfigured(
@@ -66,13 +114,24 @@ if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_ENV=production.")
     # Development only: a fixed key keeps sessions valid across restarts.
-    SECRET_KEY = "django-insecure-development-key-never-use-in-production"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
+if PRODUCTION and (_key_problem := secret_key_problem(SECRET_KEY)):
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is refused when DJANGO_ENV=production: {_key_problem}. Generate one with "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
 )
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DJANGO_ENV=production.")
+if PRODUCTION and "*" in ALLOWED_HOSTS:
+    # Any Host header would do: links built from it (password resets, the API's status_url)
+    # could point to another site. `.example.com` covers a domain's subdomains.
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS must not contain '*' when DJANGO_ENV=production: name the site's hosts."
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -296,11 +355,34 @@ elif _mail_backend.endswith("filebased.EmailBackend"):
 MAILERS = {"default": {"BACKEND": _mail_backend, "OPTIONS": _mail_options}}
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "jobs@localhost")
 
-# --- Security in production -------------------------------------------------------------
-if PRODUCTION:
-    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
-    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-    SECURE_CONTENT_TYPE_NOSNIFF = True
+# --- HTTPS and cookies (README, "Security") ---------------------------------------------
+# Strict in production, off in development (plain HTTP); each can be switched either way.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Plain-HTTP requests are redirected to HTTPS, except the probes of load balancers and
+# Prometheus, which reach a web server directly on its private address.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics/$"]
+# Behind a proxy that ends TLS, the header by which it says the request came over HTTPS;
+# without it Django sees every request as plain HTTP and SECURE_SSL_REDIRECT loops.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# HSTS: browsers then refuse plain HTTP to the site for this long, whatever happens later;
+# off unless set (start with an hour, then a year).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if (SECURE_HSTS_INCLUDE_SUBDOMAINS or SECURE_HSTS_PRELOAD) and not SECURE_HSTS_SECONDS:
+    raise ImproperlyConfigured(
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS and SECURE_HSTS_PRELOAD do nothing without "
+        "SECURE_HSTS_SECONDS: set it too."
+    )
+# Browsers' preload list takes only a year or more, subdomains included.
+if SECURE_HSTS_PRELOAD and (SECURE_HSTS_SECONDS < 31_536_000 or not SECURE_HSTS_INCLUDE_SUBDOMAINS):
+    raise ImproperlyConfigured(
+        "SECURE_HSTS_PRELOAD needs SECURE_HSTS_SECONDS of at least 31536000 (a year) and "
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS on: the browsers' preload list takes nothing less."
+    )
 
 LOGGING = {
     "version": 1,
