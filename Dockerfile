@@ -14,9 +14,11 @@ RUN uv sync --locked --no-dev --no-install-project
 
 COPY . .
 # Static files are collected into the image and served by WhiteNoise: no CDN, no nginx.
-# The production settings need these values; collectstatic touches no database.
-RUN DJANGO_ENV=production SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost \
-    DATABASE_URL=postgres://unused@localhost/unused python manage.py collectstatic --noinput
+# The production settings need these values; collectstatic touches no database and signs
+# nothing, so the key is a throwaway (production refuses a fixed one: it would be public).
+RUN DJANGO_ENV=production ALLOWED_HOSTS=localhost DATABASE_URL=postgres://unused@localhost/unused \
+    SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+    python manage.py collectstatic --noinput
 
 RUN useradd --system --uid 1000 app
 USER app

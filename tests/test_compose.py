@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import secrets
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +21,7 @@ from django.urls import resolve
 
 from jobs import health
 from jobs.management.commands import run_workers
+from tests.test_settings import SETTINGS_VARIABLES, import_settings
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -84,7 +90,57 @@ def test_compose__environment_matches_settings(services: dict[str, Any]) -> None
             f"@db:5432/{db_env['POSTGRES_DB']}"
         )
         assert env["DATABASE_URL"] == expected
-        assert env["SECRET_KEY"]
+
+
+def test_compose__ships_no_secret_key(services: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        # `${SECRET_KEY:?message}`: compose stops with the message when it is not set.
+        assert re.fullmatch(
+            r"\$\{SECRET_KEY:\?[^}]+\}", services[name]["environment"]["SECRET_KEY"]
+        )
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose__environment_starts_the_production_settings(
+    services: dict[str, Any], name: str
+) -> None:
+    environment = compose_environment(services, name, SECRET_KEY=secrets.token_urlsafe(50))
+
+    result = import_settings("import django.conf; django.conf.settings.DEBUG", **environment)
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose__without_a_secret_key_nothing_starts(services: dict[str, Any]) -> None:
+    with pytest.raises(MissingVariable, match="set SECRET_KEY"):
+        compose_environment(services, "web")
+
+
+def test_dockerfile__collectstatic_step_passes_the_production_settings(tmp_path: Path) -> None:
+    # The RUN instruction, joined and run by a shell like Docker's (`/bin/sh -c`), with this
+    # environment's Python first on the PATH and the files collected into tmp_path.
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("#"))
+    instructions = re.split(r"\n(?=[A-Z]+ )", text)
+    (step,) = [line for line in instructions if "collectstatic" in line]
+    assert step.startswith("RUN ")
+    command = step.removeprefix("RUN ").replace("\\\n", " ")
+    environment = {
+        key: value for key, value in os.environ.items() if not SETTINGS_VARIABLES.fullmatch(key)
+    }
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+
+    result = subprocess.run(
+        ["/bin/sh", "-c", f"STATIC_ROOT={shlex.quote(str(tmp_path))} {command}"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "staticfiles.json").exists()
 
 
 def test_compose__worker_pools_fit_their_concurrency(services: dict[str, Any]) -> None:
@@ -123,9 +179,29 @@ def test_compose__web_healthcheck_asks_the_health_endpoint(services: dict[str, A
     assert timeout < float(check["timeout"].rstrip("s"))
 
 
-def settings_for_compose(services: dict[str, Any]) -> dict[str, str]:
-    """The web service's environment with compose's ${VAR:-default} resolved to defaults."""
+class MissingVariable(Exception):
+    """Compose stops: a `${NAME:?message}` variable is not set."""
+
+
+def compose_environment(services: dict[str, Any], name: str, **given: str) -> dict[str, str]:
+    """A service's environment as compose hands it over when the shell sets `given`:
+    `${NAME:-default}` and `${NAME:?message}` resolved."""
+
+    def resolve(match: re.Match[str]) -> str:
+        variable, operator, text = match.groups()
+        if given.get(variable):
+            return given[variable]
+        if operator == "?":
+            raise MissingVariable(text)
+        return str(text)
+
+    pattern = re.compile(r"\$\{([A-Z_]+):([-?])([^}]*)\}")
     return {
-        name: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
-        for name, value in services["web"]["environment"].items()
+        variable: pattern.sub(resolve, str(value))
+        for variable, value in services[name]["environment"].items()
     }
+
+
+def settings_for_compose(services: dict[str, Any]) -> dict[str, str]:
+    """The web service's environment as compose hands it over with SECRET_KEY set."""
+    return compose_environment(services, "web", SECRET_KEY=secrets.token_urlsafe(50))

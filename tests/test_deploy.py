@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from django.conf import settings
 
 from jobs.management.commands import run_workers
+from tests.test_settings import import_settings
 
 DEPLOY = Path(settings.BASE_DIR) / "deploy"
 
@@ -48,8 +50,34 @@ def test_service__environment_file_example_has_what_production_requires(
     service: dict[str, str],
 ) -> None:
     assert service["EnvironmentFile"].startswith("/")
-    example = (DEPLOY / "workers.env.example").read_text().splitlines()
-    variables = dict(line.split("=", 1) for line in example if line and not line.startswith("#"))
+    variables = example_environment()
     assert variables["DJANGO_ENV"] == "production"
     assert {"DATABASE_URL", "SECRET_KEY", "ALLOWED_HOSTS"} <= set(variables)
     assert variables["DATABASE_URL"].startswith("postgres://")
+
+
+def example_environment() -> dict[str, str]:
+    lines = (DEPLOY / "workers.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_environment_file_example__its_placeholder_key_is_refused() -> None:
+    # A copy nobody edited must not start with a key published here.
+    result = import_settings(
+        "import django.conf; django.conf.settings.DEBUG", **example_environment()
+    )
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is refused when DJANGO_ENV=production" in result.stderr
+
+
+def test_environment_file_example__filled_in_starts_the_production_settings() -> None:
+    environment = {**example_environment(), "SECRET_KEY": secrets.token_urlsafe(50)}
+
+    result = import_settings(
+        "from django.conf import settings; print(settings.MAILERS['default']['BACKEND'])",
+        **environment,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == environment["EMAIL_BACKEND"]
