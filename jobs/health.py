@@ -9,9 +9,10 @@ Three checks, each answered in a few milliseconds:
   reported but does not fail the check;
 - `workers`: at least one worker sent a heartbeat in the last JOBS_STALLED_WORKER_SECONDS.
 
-200 when all pass, 503 otherwise, with a JSON body that says which failed and why. A load
-balancer that should keep a web server in rotation while the workers restart can ask for
-`/health/?skip=workers`. The body holds no secrets (counts, ages, migration names).
+200 when all pass, 503 otherwise. The JSON body is `{"status": "ok"}` or `{"status": "fail"}`
+for anyone; logged-in staff also see which check failed and why: a database error names the
+server's host and user, which are nobody else's business. A load balancer that should keep a
+web server in rotation while the workers restart can ask for `/health/?skip=workers`.
 """
 
 from __future__ import annotations
@@ -122,15 +123,25 @@ def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
     return results
 
 
+def sees_details(request: HttpRequest) -> bool:
+    """Whether the request comes from an active staff user's session."""
+    user = getattr(request, "user", None)  # a site may run without the auth middleware
+    try:
+        return bool(user is not None and user.is_active and user.is_staff)
+    except Error:
+        # The session and the user are read from the database, which may be the check that
+        # failed: the probe still gets its answer, without the details.
+        return False
+
+
 @require_GET
 @never_cache
 def health(request: HttpRequest) -> HttpResponse:
     skip = frozenset(request.GET.get("skip", "").split(",")) & {"migrations", "workers"}
     results = run_checks(skip=skip)
     failed = [name for name, check in results.items() if not check.ok]
-    body = {
-        "status": "fail" if failed else "ok",
-        "failed": failed,
-        "checks": {name: {"ok": check.ok, **check.detail} for name, check in results.items()},
-    }
+    body: dict[str, Any] = {"status": "fail" if failed else "ok"}
+    if sees_details(request):
+        body["failed"] = failed
+        body["checks"] = {name: {"ok": check.ok, **check.detail} for name, check in results.items()}
     return JsonResponse(body, status=503 if failed else 200)

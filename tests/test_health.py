@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -10,8 +11,9 @@ from unittest import mock
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
 from django.db import OperationalError, connection
-from django.test import Client
+from django.test import Client, RequestFactory
 from procrastinate.contrib.django import app
 
 from jobs import health
@@ -37,7 +39,7 @@ def stale(worker_id: int) -> None:
 
 
 @pytest.mark.django_db
-def test_health__ok_with_database_migrations_and_a_live_worker(
+def test_health__anonymous_gets_the_status_only(
     client: Client, live_worker: int, django_assert_max_num_queries: Any
 ) -> None:
     # The statement timeout, migrations, workers, and the savepoint around them.
@@ -46,6 +48,16 @@ def test_health__ok_with_database_migrations_and_a_live_worker(
 
     assert response.status_code == 200
     assert response["Cache-Control"].startswith("max-age=0")
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_health__ok_with_database_migrations_and_a_live_worker(
+    staff_client: Client, live_worker: int
+) -> None:
+    response = staff_client.get(HEALTH)
+
+    assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["failed"] == []
@@ -56,10 +68,10 @@ def test_health__ok_with_database_migrations_and_a_live_worker(
 
 
 @pytest.mark.django_db
-def test_health__503_without_a_live_worker(client: Client, live_worker: int) -> None:
+def test_health__503_without_a_live_worker(staff_client: Client, live_worker: int) -> None:
     stale(live_worker)
 
-    response = client.get(HEALTH)
+    response = staff_client.get(HEALTH)
 
     assert response.status_code == 503
     body = response.json()
@@ -70,16 +82,16 @@ def test_health__503_without_a_live_worker(client: Client, live_worker: int) -> 
 
 
 @pytest.mark.django_db
-def test_health__503_with_no_worker_at_all(client: Client) -> None:
-    body = client.get(HEALTH).json()
+def test_health__503_with_no_worker_at_all(staff_client: Client) -> None:
+    body = staff_client.get(HEALTH).json()
 
     assert body["failed"] == ["workers"]
     assert body["checks"]["workers"]["newest_heartbeat_age_seconds"] is None
 
 
 @pytest.mark.django_db
-def test_health__can_skip_the_workers(client: Client) -> None:
-    response = client.get(HEALTH, {"skip": "workers"})
+def test_health__can_skip_the_workers(staff_client: Client) -> None:
+    response = staff_client.get(HEALTH, {"skip": "workers"})
 
     assert response.status_code == 200
     assert set(response.json()["checks"]) == {"database", "migrations"}
@@ -87,7 +99,7 @@ def test_health__can_skip_the_workers(client: Client) -> None:
 
 @pytest.mark.django_db
 def test_health__503_when_a_migration_is_missing(
-    client: Client, live_worker: int, monkeypatch: pytest.MonkeyPatch
+    staff_client: Client, live_worker: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     on_disk = health.migrations_on_disk()
     monkeypatch.setattr(
@@ -96,7 +108,7 @@ def test_health__503_when_a_migration_is_missing(
         lambda: {**on_disk, "jobs": on_disk["jobs"] | {"9999_from_the_next_deploy"}},
     )
 
-    response = client.get(HEALTH)
+    response = staff_client.get(HEALTH)
 
     assert response.status_code == 503
     assert response.json()["checks"]["migrations"] == {
@@ -107,7 +119,7 @@ def test_health__503_when_a_migration_is_missing(
 
 @pytest.mark.django_db
 def test_health__a_pending_procrastinate_post_migration_is_reported_not_failed(
-    client: Client, live_worker: int, monkeypatch: pytest.MonkeyPatch
+    staff_client: Client, live_worker: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # procrastinate's upgrade runs the new code before its "post" migrations.
     on_disk = health.migrations_on_disk()
@@ -117,7 +129,7 @@ def test_health__a_pending_procrastinate_post_migration_is_reported_not_failed(
         lambda: {**on_disk, "procrastinate": on_disk["procrastinate"] | {"0099_post_cleanup"}},
     )
 
-    response = client.get(HEALTH)
+    response = staff_client.get(HEALTH)
 
     assert response.status_code == 200
     assert response.json()["checks"]["migrations"] == {
@@ -135,17 +147,55 @@ def test_migrations_on_disk__lists_both_apps() -> None:
     assert "__init__" not in on_disk["jobs"]
 
 
+UNREACHABLE = 'connection to server at "db.internal", port 5432 failed: user "app"'
+
+
 @pytest.mark.django_db
-def test_health__503_when_the_database_is_unreachable(client: Client) -> None:
-    with mock.patch.object(
-        connection, "cursor", side_effect=OperationalError("connection refused")
-    ):
+def test_health__anonymous_gets_no_database_error(client: Client) -> None:
+    with mock.patch.object(connection, "cursor", side_effect=OperationalError(UNREACHABLE)):
         response = client.get(HEALTH)
 
     assert response.status_code == 503
-    body = response.json()
+    assert response.json() == {"status": "fail"}
+    assert b"db.internal" not in response.content
+
+
+@pytest.mark.django_db
+def test_health__a_user_who_is_not_staff_gets_the_status_only(
+    client: Client, django_user_model: Any
+) -> None:
+    client.force_login(django_user_model.objects.create_user("visitor", password="pw"))
+
+    response = client.get(HEALTH)  # no worker: the workers check fails
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "fail"}
+
+
+@pytest.mark.django_db
+def test_health__staff_see_why_the_database_is_unreachable(staff_user: User) -> None:
+    request = RequestFactory().get(HEALTH)
+    request.user = staff_user  # what the auth middleware set before the database went away
+    with mock.patch.object(connection, "cursor", side_effect=OperationalError(UNREACHABLE)):
+        response = health.health(request)
+
+    assert response.status_code == 503
+    body = json.loads(response.content)
+    assert body["status"] == "fail"
     assert body["failed"] == ["database", "migrations", "workers"]
-    assert "connection refused" in body["checks"]["database"]["error"]
+    assert UNREACHABLE in body["checks"]["database"]["error"]
+
+
+@pytest.mark.django_db
+def test_health__a_session_cookie_while_the_database_is_down_gets_the_status(
+    staff_client: Client,
+) -> None:
+    # Reading the session and its user fails too: the answer is the status, not a 500.
+    with mock.patch.object(connection, "cursor", side_effect=OperationalError(UNREACHABLE)):
+        response = staff_client.get(HEALTH)
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "fail"}
 
 
 def test_health__served_by_uvicorn_with_a_real_worker(
