@@ -106,7 +106,7 @@ def test_run_site__a_newcomer_logs_in_submits_a_form_and_sees_the_job_succeed(
         )
         activity = browser.open(f"{base}/activity/").read().decode()
         assert re.search(
-            rf'data-job-id="{job_id}">.*?status-succeeded', activity, flags=re.DOTALL
+            rf'data-job-id="{job_id}">(?:(?!</tr>).)*status-succeeded', activity, flags=re.DOTALL
         ), activity
 
         process.send_signal(signal.SIGINT)
