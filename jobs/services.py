@@ -8,12 +8,29 @@ writes the job through Django's own connection.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Q
 
 from jobs import tasks
 from jobs.models import Notification, Report
 from jobs.transaction import async_atomic
+
+# Who may use the example pages (jobs/views.py): the overview (the forms and the recent
+# activity) needs both view permissions, each form also its model's add permission. The
+# demo user `run_site` makes in development gets exactly these.
+OVERVIEW_PERMISSIONS = ("jobs.view_notification", "jobs.view_report")
+SEND_NOTIFICATION_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "jobs.add_notification")
+BUILD_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "jobs.add_report")
+EXAMPLE_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "jobs.add_notification", "jobs.add_report")
+# The jobs the example's pages show: their own tasks' only, never other tasks' arguments.
+EXAMPLE_TASK_NAMES = (tasks.send_notification.name, tasks.build_report.name)
+DEMO_USERNAME = "demo"
 
 
 def queue_notification(*, recipient: str, subject: str, body: str = "") -> Notification:
@@ -36,3 +53,35 @@ async def aqueue_report(
         job_id = await tasks.build_report.defer_async(report_id=report.pk)
         await report.aattach_job(job_id)
     return report
+
+
+def reset_demo_user(*, username: str = DEMO_USERNAME) -> str:
+    """Create or update the local demo user and return its new password.
+
+    The user may log in through the admin's login page (which admits staff only) and holds
+    EXAMPLE_PERMISSIONS and nothing else; each call gives it a fresh random password, which
+    `run_site` prints. A known user whose password is printed has no place in production:
+    refused there (a site that does not say it is not in production counts as production).
+    """
+    if getattr(settings, "PRODUCTION", True):
+        raise ImproperlyConfigured("The demo user is for development only, never in production.")
+    wanted = Q()
+    for name in EXAMPLE_PERMISSIONS:
+        app_label, codename = name.split(".")
+        wanted |= Q(content_type__app_label=app_label, codename=codename)
+    permissions = list(Permission.objects.filter(wanted))
+    if len(permissions) != len(EXAMPLE_PERMISSIONS):
+        raise ImproperlyConfigured(
+            "The example's permissions do not exist yet: apply the migrations first."
+        )
+    password = secrets.token_urlsafe(12)
+    with transaction.atomic():
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        # Exactly the example's rights, whatever the user had before.
+        user.is_active = True
+        user.is_staff = True
+        user.is_superuser = False
+        user.set_password(password)
+        user.save()
+        user.user_permissions.set(permissions)
+    return password

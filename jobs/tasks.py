@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
+from email.utils import parseaddr
 
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
+from django.db import transaction
 from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
@@ -39,19 +41,48 @@ MAINTENANCE_QUEUE = "maintenance"
     ),
 )
 def send_notification(notification_id: int) -> dict[str, object]:
-    """Send one notification email (sync task, sync ORM)."""
-    notification = Notification.objects.get(pk=notification_id)
-    if notification.sent_at is not None:
-        # A retry after a crash between sending and saving must not mail twice.
-        return {"notification_id": notification_id, "already_sent": True}
-    send_mail(
-        subject=notification.subject,
-        message=notification.body,
-        from_email=None,
-        recipient_list=[notification.recipient],
-    )
-    notification.mark_sent(at=timezone.now())
+    """Send one notification email (sync task, sync ORM); made safe to run more than once.
+
+    procrastinate runs a job *at least* once: a worker that dies mid-run (SIGKILL, out of
+    memory, a lost machine, a second SIGTERM) leaves its job `doing` and stalled-job recovery
+    runs it again, and a client may defer two jobs for one notification. So:
+
+    - the notification's row stays locked while it is sent (`select_for_update`): a second
+      run waits for the first, then finds it sent and sends nothing;
+    - the sent mark is committed right after the mail server accepted the message;
+    - the message's Message-ID is derived from the notification (`notification_message_id`),
+      the same at every run, so that the receiving side can drop a duplicate.
+
+    What remains, between the mail server accepting the message and the mark's commit: a
+    worker that dies, a database lost, or a mail connection cut after the server took the
+    message (an OSError, retried) leave the notification unsent here, and the next run
+    mails again, with the same Message-ID.
+    """
+    with transaction.atomic():
+        notification = Notification.objects.select_for_update().get(pk=notification_id)
+        if notification.sent_at is not None:
+            return {"notification_id": notification_id, "already_sent": True}
+        message_id = notification_message_id(notification)
+        EmailMessage(
+            subject=notification.subject,
+            body=notification.body,
+            to=[notification.recipient],
+            headers={"Message-ID": message_id},
+        ).send()
+        notification.mark_sent(at=timezone.now())
     return {"notification_id": notification_id, "recipient": notification.recipient}
+
+
+def notification_message_id(notification: Notification) -> str:
+    """The Message-ID of a notification's email: the same for every run that sends it.
+
+    Django would make a random one per message. The id alone could come back in a
+    database created afresh, so the creation time goes in too; the domain is the sender's
+    (a worker's own host name would differ from machine to machine).
+    """
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+    created = notification.created_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"<notification-{notification.pk}.{created}@{domain}>"
 
 
 @callable_over_http

@@ -1,12 +1,24 @@
-"""The demo page: create data from a sync view and an async view, each deferring a job."""
+"""The example pages: create data from a sync view and an async view, each deferring a job.
+
+They let a user mail any address with any text, so every one of them is guarded by
+`example_page`: it exists only while the EXAMPLE_PAGES setting is on (404 otherwise; off in
+production unless switched on), needs a login (the admin's login page) and the example
+models' permissions (services.*_PERMISSIONS; 403 without them).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from functools import wraps
+from inspect import iscoroutinefunction
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -18,15 +30,57 @@ from jobs.models import Notification, Report
 
 RECENT = 10
 
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
+
+
+def example_page(*permissions: str) -> Callable[[ViewT], ViewT]:
+    """Guard an example view, sync or async: the switch, then the login, then `permissions`.
+
+    The switch comes first so that a site with the pages off answers 404 to everyone, as if
+    the routes did not exist, rather than sending visitors to a login page.
+    """
+
+    def decorate(view: ViewT) -> ViewT:
+        guarded = login_required(permission_required(permissions, raise_exception=True)(view))
+        if iscoroutinefunction(view):
+
+            @wraps(view)
+            async def async_page(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                _require_example_pages()
+                return await guarded(request, *args, **kwargs)
+
+            return cast(ViewT, async_page)
+
+        @wraps(view)
+        def page(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            _require_example_pages()
+            return guarded(request, *args, **kwargs)
+
+        return cast(ViewT, page)
+
+    return decorate
+
+
+def _require_example_pages() -> None:
+    # Read at each request (not when the URLs load) so the setting is the only switch; a
+    # site that does not define it has no example pages.
+    if not getattr(settings, "EXAMPLE_PAGES", False):
+        raise Http404("The example pages are switched off (EXAMPLE_PAGES).")
+
 
 def _activity_context() -> dict[str, object]:
     return {
         "notifications": Notification.objects.all()[:RECENT],
         "reports": Report.objects.all()[:RECENT],
-        "jobs": ProcrastinateJob.objects.order_by("-id")[:RECENT],
+        # The example's own jobs only: other tasks' arguments (commands, recipients of
+        # other sites' mail) are not the example's to show.
+        "jobs": ProcrastinateJob.objects.filter(task_name__in=services.EXAMPLE_TASK_NAMES).order_by(
+            "-id"
+        )[:RECENT],
     }
 
 
+@example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     context = {
@@ -37,12 +91,14 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/home.html", context)
 
 
+@example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def activity(request: HttpRequest) -> HttpResponse:
     """The recent-activity fragment the page reloads every few seconds."""
     return render(request, "jobs/_activity.html", _activity_context())
 
 
+@example_page(*services.SEND_NOTIFICATION_PERMISSIONS)
 @require_POST
 def create_notification(request: HttpRequest) -> HttpResponse:
     """Sync view: create a notification and defer its sending in one transaction."""
@@ -57,6 +113,7 @@ def create_notification(request: HttpRequest) -> HttpResponse:
     return redirect("jobs:home")
 
 
+@example_page(*services.BUILD_REPORT_PERMISSIONS)
 @require_POST
 async def create_report(request: HttpRequest) -> HttpResponse:
     """Async view: create a report and defer its building in one transaction."""

@@ -256,6 +256,13 @@ PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
 # Adds the project's result recorder and restart-proof worker connector (jobs/worker.py).
 PROCRASTINATE_ON_APP_READY = "jobs.worker.on_app_ready"
 
+# --- The example site ---------------------------------------------------------------------
+# The example pages (/, /activity/, /notifications/, /reports/) mail any address a user
+# types, so they need a login and the example's permissions, and exist only while this is
+# on: by default in development, not in production (EXAMPLE_PAGES=on switches them on
+# there). Off, they answer 404.
+EXAMPLE_PAGES = env_bool("EXAMPLE_PAGES", default=not PRODUCTION)
+
 # --- The jobs app (defaults in one place) ------------------------------------------------
 # A job's result row is written when it ends; one still running after this many
 # milliseconds also gets a "running" row (worker, start) meanwhile. 0: at every start,

@@ -295,7 +295,7 @@ def test_defer__session_requests_need_csrf(api: str) -> None:
     assert "CSRF" in refused.json()["error"]
     assert not ProcrastinateJob.objects.exists()
 
-    client.get("/")  # sets the CSRF cookie
+    client.get("/admin/login/")  # sets the CSRF cookie
     csrf = client.cookies["csrftoken"].value
     accepted = client.post(
         f"{api}/jobs/", data=body, content_type="application/json", headers={"X-CSRFToken": csrf}

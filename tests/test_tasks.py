@@ -1,16 +1,28 @@
-"""The task functions called directly, the first of the three layers of task tests."""
+"""The task functions called directly, the first of the three layers of task tests, and
+send_notification's delivery guarantee through real workers."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
+from email import message_from_string
+from email.message import Message
+from pathlib import Path
 
+import psycopg
 import pytest
 from django.core import mail
+from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 from procrastinate import RetryStrategy
+from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import tasks
-from jobs.models import Notification, Report
+from jobs import services, stalled, tasks
+from jobs.databases import database_url
+from jobs.models import JobResult, Notification, Report
+from jobs.testing import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -23,12 +35,137 @@ def test_send_notification__sends_mail_once() -> None:
     first = tasks.send_notification(notification_id=notification.pk)
     second = tasks.send_notification(notification_id=notification.pk)
 
+    message_id = tasks.notification_message_id(notification)
     assert first == {"notification_id": notification.pk, "recipient": "ada@example.com"}
     assert second == {"notification_id": notification.pk, "already_sent": True}
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["ada@example.com"]
+    assert mail.outbox[0].message()["Message-ID"] == message_id
     notification.refresh_from_db()
     assert notification.sent_at is not None
+
+
+@override_settings(DEFAULT_FROM_EMAIL="Jobs <jobs@mail.example.com>")
+def test_notification_message_id__same_for_a_notification_distinct_between_them() -> None:
+    one = Notification.objects.create(recipient="a@example.com", subject="One")
+    two = Notification.objects.create(recipient="a@example.com", subject="One")
+
+    message_id = tasks.notification_message_id(one)
+
+    assert message_id == tasks.notification_message_id(Notification.objects.get(pk=one.pk))
+    assert message_id != tasks.notification_message_id(two)
+    assert re.fullmatch(
+        rf"<notification-{one.pk}\.\d{{8}}T\d{{12}}Z@mail\.example\.com>", message_id
+    )
+
+
+def sent_messages(folder: Path) -> list[Message]:
+    """The messages the file mail backend wrote into `folder` (one file per connection)."""
+    separator = "\n" + "-" * 79 + "\n"
+    return [
+        message_from_string(text)
+        for path in sorted(folder.glob("*.log"))
+        for text in path.read_text().split(separator)
+        if text.strip()
+    ]
+
+
+FILE_MAIL = "django.core.mail.backends.filebased.EmailBackend"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_notification__a_worker_killed_after_sending_mails_again_with_the_same_message_id(
+    start_worker: Callable[..., WorkerProcess],
+    run_worker: Callable[..., object],
+    tmp_path: Path,
+) -> None:
+    """At least once, through real workers: the run lost with its worker is run again by
+    stalled-job recovery, and mails again under the same Message-ID; once the sent mark is
+    saved, a further run sends nothing."""
+    outbox = tmp_path / "mail"
+    doomed = start_worker(
+        "--queues",
+        "notifications",
+        EMAIL_BACKEND="tests.mail_backends.CrashAfterSendingEmailBackend",
+        EMAIL_FILE_PATH=str(outbox),
+    )
+    notification = services.queue_notification(
+        recipient="ada@example.com", subject="Welcome", body="Hello Ada"
+    )
+    job_id = notification.job_id
+    assert job_id is not None
+    wait_until(lambda: doomed.process.poll() is not None, what="the worker to die after sending")
+    assert len(sent_messages(outbox)) == 1
+    notification.refresh_from_db()
+    assert notification.sent_at is None  # the mark was never saved
+    assert ProcrastinateJob.objects.get(id=job_id).status == "doing"
+
+    # The dead worker's heartbeat ages; recovery then retries its job.
+    recovered = wait_until(lambda: stalled.recover_stalled_jobs(stalled_after=1))
+    assert [(r.job_id, r.action) for r in recovered] == [(job_id, "retried")]
+    run_worker("--queues", "notifications", EMAIL_BACKEND=FILE_MAIL, EMAIL_FILE_PATH=str(outbox))
+
+    first, second = sent_messages(outbox)
+    assert (
+        second["Message-ID"] == first["Message-ID"] == tasks.notification_message_id(notification)
+    )
+    assert (second["To"], second["Subject"]) == (first["To"], first["Subject"])
+    assert ProcrastinateJob.objects.get(id=job_id).status == "succeeded"
+    notification.refresh_from_db()
+    assert notification.sent_at is not None
+
+    again = tasks.send_notification.defer(notification_id=notification.pk)
+    run_worker("--queues", "notifications", EMAIL_BACKEND=FILE_MAIL, EMAIL_FILE_PATH=str(outbox))
+
+    assert len(sent_messages(outbox)) == 2
+    assert JobResult.objects.get(job_id=again).return_value == {
+        "notification_id": notification.pk,
+        "already_sent": True,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_notification__a_run_while_another_sends_waits_and_sends_nothing(
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    """Two runs at once for one notification (two jobs deferred for it, or a run recovery
+    started while the first still ran) mail once: the second waits for the first's lock."""
+    outbox = tmp_path / "mail"
+    notification = Notification.objects.create(recipient="ada@example.com", subject="Welcome")
+    # The first run, played by the test: it holds the row while it "sends".
+    with psycopg.connect(database_url()) as first_run:
+        first_run.execute(
+            "SELECT sent_at FROM jobs_notification WHERE id = %s FOR UPDATE", [notification.pk]
+        )
+        start_worker(
+            "--queues", "notifications", EMAIL_BACKEND=FILE_MAIL, EMAIL_FILE_PATH=str(outbox)
+        )
+        job_id = tasks.send_notification.defer(notification_id=notification.pk)
+        wait_until(
+            lambda: waiting_for_a_row_lock("jobs_notification"),
+            what="the second run to wait for the notification's row lock",
+        )
+        first_run.execute(
+            "UPDATE jobs_notification SET sent_at = now() WHERE id = %s", [notification.pk]
+        )
+
+    wait_until(lambda: ProcrastinateJob.objects.get(id=job_id).status == "succeeded")
+    assert sent_messages(outbox) == []
+    assert JobResult.objects.get(job_id=job_id).return_value == {
+        "notification_id": notification.pk,
+        "already_sent": True,
+    }
+
+
+def waiting_for_a_row_lock(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE %s",
+            [f'%FROM "{table}"%FOR UPDATE%'],
+        )
+        (count,) = cursor.fetchone() or (0,)
+    return bool(count)
 
 
 def test_send_notification__unknown_id_raises() -> None:

@@ -1,24 +1,207 @@
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
+
 import pytest
-from django.test import AsyncClient, Client
+from django.conf import settings
+from django.contrib.auth.models import Permission, User
+from django.test import AsyncClient, Client, override_settings
 from procrastinate.contrib.django.models import ProcrastinateJob
 
+from jobs import services, tasks
 from jobs.models import Notification, Report
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Every example page, with a request that would write something if it were let through.
+PAGES = [
+    ("get", "/", {}),
+    ("get", "/activity/", {}),
+    ("post", "/notifications/", {"recipient": "victim@example.com", "subject": "Spam"}),
+    ("post", "/reports/", {"title": "Daily", "hours": "24"}),
+]
 
-def test_home__renders_forms_and_activity(client: Client) -> None:
-    response = client.get("/")
+
+def user_with(username: str, *permissions: str) -> User:
+    user = User.objects.create_user(username, password="pw-for-tests")
+    for name in permissions:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return user
+
+
+@pytest.fixture
+def example_user(transactional_db: None) -> User:
+    return user_with("ada", *services.EXAMPLE_PERMISSIONS)
+
+
+@pytest.fixture
+def member(example_user: User) -> Client:
+    """A client logged in as a user who may use every example page."""
+    client = Client()
+    client.force_login(example_user)
+    return client
+
+
+@pytest.fixture
+async def amember(example_user: User) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(example_user)
+    return client
+
+
+def assert_nothing_written() -> None:
+    assert not Notification.objects.exists()
+    assert not Report.objects.exists()
+    assert not ProcrastinateJob.objects.exists()
+
+
+def test_home__renders_forms_and_activity(member: Client) -> None:
+    response = member.get("/")
     assert response.status_code == 200
     assert b'id="notification-form"' in response.content
     assert b'id="report-form"' in response.content
-    assert client.get("/activity/").status_code == 200
+    assert member.get("/activity/").status_code == 200
 
 
-def test_create_notification__saves_row_and_defers_job(client: Client) -> None:
-    response = client.post(
+def test_home__shows_only_the_forms_the_user_may_use() -> None:
+    client = Client()
+    client.force_login(user_with("viewer", *services.SEND_NOTIFICATION_PERMISSIONS))
+
+    page = client.get("/").content
+
+    assert b'id="notification-form"' in page
+    assert b'id="report-form"' not in page
+
+
+@pytest.mark.parametrize(("method", "path", "data"), PAGES)
+def test_example_pages__anonymous_visitor_is_sent_to_the_login_page(
+    client: Client, method: str, path: str, data: dict[str, str]
+) -> None:
+    response = getattr(client, method)(path, data)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/login/?next={path}"
+    assert_nothing_written()
+
+
+@pytest.mark.parametrize(("method", "path", "data"), PAGES)
+def test_example_pages__logged_in_user_without_the_permissions_gets_403(
+    staff_client: Client, method: str, path: str, data: dict[str, str]
+) -> None:
+    # Staff who may view procrastinate's jobs, but nothing of the example's.
+    assert getattr(staff_client, method)(path, data).status_code == 403
+    assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("missing", "method", "path", "data"),
+    [
+        ("jobs.add_notification", *PAGES[2]),
+        ("jobs.add_report", *PAGES[3]),
+        ("jobs.view_notification", *PAGES[0]),
+        ("jobs.view_report", *PAGES[1]),
+        # Adding is not enough: a refused form shows the recent activity again.
+        ("jobs.view_notification", *PAGES[2]),
+        ("jobs.view_report", *PAGES[3]),
+    ],
+)
+def test_example_pages__each_permission_is_needed(
+    missing: str, method: str, path: str, data: dict[str, str]
+) -> None:
+    client = Client()
+    permissions = [name for name in services.EXAMPLE_PERMISSIONS if name != missing]
+    client.force_login(user_with("almost", *permissions))
+
+    assert getattr(client, method)(path, data).status_code == 403
+    assert_nothing_written()
+
+
+@override_settings(EXAMPLE_PAGES=False)
+@pytest.mark.parametrize(("method", "path", "data"), PAGES)
+def test_example_pages__switched_off_answer_404_to_everyone(
+    client: Client, member: Client, method: str, path: str, data: dict[str, str]
+) -> None:
+    assert getattr(client, method)(path, data).status_code == 404
+    assert getattr(member, method)(path, data).status_code == 404
+    assert_nothing_written()
+
+
+async def test_create_report__async_view_is_guarded_too(async_client: AsyncClient) -> None:
+    anonymous = await async_client.post("/reports/", {"title": "Daily", "hours": "24"})
+    assert anonymous.status_code == 302
+    assert anonymous["Location"] == "/admin/login/?next=/reports/"
+
+    user = await User.objects.acreate_user("bob", password="pw-for-tests")
+    await async_client.aforce_login(user)
+    refused = await async_client.post("/reports/", {"title": "Daily", "hours": "24"})
+    assert refused.status_code == 403
+
+    with override_settings(EXAMPLE_PAGES=False):
+        assert (
+            await async_client.post("/reports/", {"title": "D", "hours": "1"})
+        ).status_code == 404
+    assert not await Report.objects.aexists()
+    assert not await ProcrastinateJob.objects.aexists()
+
+
+def test_activity__shows_the_example_jobs_and_no_other_task_s_arguments(member: Client) -> None:
+    notification = services.queue_notification(recipient="ada@example.com", subject="Hi")
+    tasks.run_management_command.defer(command="prune_jobs", args=["--secret-looking-argument"])
+    tasks.delete_sent_notifications.defer(older_than_days=424242)
+
+    for page in (member.get("/").content, member.get("/activity/").content):
+        assert f'data-job-id="{notification.job_id}"'.encode() in page
+        assert b"jobs.send_notification" in page
+        assert b"secret-looking-argument" not in page
+        assert b"run_management_command" not in page
+        assert b"424242" not in page
+
+
+def test_example_pages__setting_follows_the_environment() -> None:
+    """On by default in development, off by default in production, EXAMPLE_PAGES decides."""
+
+    def example_pages(**env: str) -> str:
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in {"DJANGO_ENV", "EXAMPLE_PAGES", "DEBUG"}
+        }
+        environment.update(env, DJANGO_SETTINGS_MODULE="project.settings")
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from django.conf import settings; print(settings.EXAMPLE_PAGES)",
+            ],
+            cwd=settings.BASE_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout.strip() or result.stderr
+
+    production = {
+        "DJANGO_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "example.com",
+        "DATABASE_URL": "postgres://app:secret@db:5432/site",
+    }
+    assert example_pages() == "True"
+    assert example_pages(EXAMPLE_PAGES="off") == "False"
+    assert example_pages(**production) == "False"
+    assert example_pages(**production, EXAMPLE_PAGES="on") == "True"
+    assert "EXAMPLE_PAGES='maybe' is not a boolean" in example_pages(EXAMPLE_PAGES="maybe")
+
+
+def test_create_notification__saves_row_and_defers_job(member: Client) -> None:
+    response = member.post(
         "/notifications/",
         {"recipient": "ada@example.com", "subject": "Welcome", "body": "Hello"},
     )
@@ -33,8 +216,8 @@ def test_create_notification__saves_row_and_defers_job(client: Client) -> None:
     assert job.status == "todo"
 
 
-def test_create_notification__invalid_form_writes_nothing(client: Client) -> None:
-    response = client.post("/notifications/", {"recipient": "not-an-email", "subject": ""})
+def test_create_notification__invalid_form_writes_nothing(member: Client) -> None:
+    response = member.post("/notifications/", {"recipient": "not-an-email", "subject": ""})
 
     assert response.status_code == 400
     assert b"Enter a valid email address" in response.content
@@ -43,7 +226,7 @@ def test_create_notification__invalid_form_writes_nothing(client: Client) -> Non
 
 
 def test_create_notification__failure_after_defer_rolls_back_both(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+    member: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def fail(self: Notification, job_id: int) -> None:
         # The job row exists at this point: the defer ran in the same transaction.
@@ -53,16 +236,16 @@ def test_create_notification__failure_after_defer_rolls_back_both(
     monkeypatch.setattr(Notification, "attach_job", fail)
 
     with pytest.raises(RuntimeError, match="boom after defer"):
-        client.post("/notifications/", {"recipient": "ada@example.com", "subject": "Hi"})
+        member.post("/notifications/", {"recipient": "ada@example.com", "subject": "Hi"})
 
     assert not Notification.objects.exists()
     assert not ProcrastinateJob.objects.exists()
 
 
 async def test_create_report__async_view_saves_row_and_defers_job(
-    async_client: AsyncClient,
+    amember: AsyncClient,
 ) -> None:
-    response = await async_client.post("/reports/", {"title": "Daily", "hours": "24"})
+    response = await amember.post("/reports/", {"title": "Daily", "hours": "24"})
 
     assert response.status_code == 302
     report = await Report.objects.aget()
@@ -74,8 +257,8 @@ async def test_create_report__async_view_saves_row_and_defers_job(
     assert report.status == Report.Status.PENDING
 
 
-async def test_create_report__invalid_form_writes_nothing(async_client: AsyncClient) -> None:
-    response = await async_client.post("/reports/", {"title": "Daily", "hours": "0"})
+async def test_create_report__invalid_form_writes_nothing(amember: AsyncClient) -> None:
+    response = await amember.post("/reports/", {"title": "Daily", "hours": "0"})
 
     assert response.status_code == 400
     assert not await Report.objects.aexists()
@@ -83,7 +266,7 @@ async def test_create_report__invalid_form_writes_nothing(async_client: AsyncCli
 
 
 async def test_create_report__failure_after_defer_rolls_back_both(
-    async_client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+    amember: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def fail(self: Report, job_id: int) -> None:
         assert await ProcrastinateJob.objects.filter(id=job_id).aexists()
@@ -92,11 +275,11 @@ async def test_create_report__failure_after_defer_rolls_back_both(
     monkeypatch.setattr(Report, "aattach_job", fail)
 
     with pytest.raises(RuntimeError, match="boom after defer_async"):
-        await async_client.post("/reports/", {"title": "Daily", "hours": "24"})
+        await amember.post("/reports/", {"title": "Daily", "hours": "24"})
 
     assert not await Report.objects.aexists()
     assert not await ProcrastinateJob.objects.aexists()
 
 
-def test_create_report__requires_post(client: Client) -> None:
-    assert client.get("/reports/").status_code == 405
+def test_create_report__requires_post(member: Client) -> None:
+    assert member.get("/reports/").status_code == 405

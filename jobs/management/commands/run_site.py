@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from jobs import services
 from jobs.processes import ProcessGroup, web_server_command, worker_command
 
 
@@ -26,7 +27,8 @@ def port_number(value: str) -> int:
 class Command(BaseCommand):
     help = (
         "Run the whole site on this machine: apply migrations, then start the ASGI web "
-        "server (uvicorn) and a procrastinate worker; Ctrl-C stops both cleanly."
+        "server (uvicorn) and a procrastinate worker, and outside production print a fresh "
+        "login for the example pages; Ctrl-C stops both cleanly."
     )
     # How long the worker may take to finish running jobs after Ctrl-C, on top of its
     # own graceful timeout, before it is killed.
@@ -45,6 +47,7 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("Migrations applied.")
         self._hint_superuser()
+        demo_password = self._reset_demo_user()
         # Children open their own connections; this process needs none while it waits.
         connections.close_all()
 
@@ -57,6 +60,14 @@ class Command(BaseCommand):
                     self.style.SUCCESS(f"Site running at http://{shown}:{port}/")
                     + f"  (admin: http://{shown}:{port}/admin/). Press Ctrl-C to stop."
                 )
+                if demo_password is not None:
+                    self.stdout.write(
+                        f"Log in to the example pages at http://{shown}:{port}/admin/login/?next=/\n"
+                        f"  username: {services.DEMO_USERNAME}\n"
+                        f"  password: {demo_password}\n"
+                        "  (a development user who may use the example pages and nothing else;"
+                        " a new password at each start)"
+                    )
                 self.stdout.flush()
                 announced.append(True)
 
@@ -87,6 +98,13 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Cannot listen on {host}:{port} ({exc.strerror}); pick another --port."
                 ) from None
+
+    def _reset_demo_user(self) -> str | None:
+        """The example pages need a login: outside production, while they are on, give a
+        newcomer a user for them (services.reset_demo_user). Never in production."""
+        if getattr(settings, "PRODUCTION", True) or not getattr(settings, "EXAMPLE_PAGES", False):
+            return None
+        return services.reset_demo_user()
 
     def _hint_superuser(self) -> None:
         if not get_user_model().objects.filter(is_superuser=True).exists():
