@@ -93,8 +93,8 @@ def parse_moment(value: str, *, now: dt.datetime) -> dt.datetime:
     to now such as "-15m", "-24h", "-7d"; in UTC. ValueError if it is none of those, or if
     it is out of Python's range once in UTC.
 
-    The result goes to PostgreSQL in UTC: it refuses offsets beyond ±15:59 that Python
-    reads (`+23:59`), and a time it would read back is not needed for a comparison.
+    The result is in UTC because PostgreSQL refuses the offsets beyond ±15:59 that Python
+    reads (`+23:59`); a time outside year 1 to 9999 once in UTC is a clear error here.
     """
     value = value.strip()
     try:
@@ -422,7 +422,7 @@ class CheckedChangeList(ChangeList):
             for value in values:
                 if problem := text_problem(value):
                     raise IncorrectLookupParameters(f"{name}: {problem}.")
-                # Django asks too, but answers a refusal with a bare "Bad Request" page.
+                # Django asks again below, but answers a refusal with a bare 400 page.
                 if not self.model_admin.lookup_allowed(name, value, request):
                     raise IncorrectLookupParameters(not_offered(name))
         specs, has_filters, remaining, duplicates, active = super().get_filters(request)
