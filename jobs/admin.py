@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.options import ShowFacets
+from django.contrib.admin.options import IncorrectLookupParameters, ShowFacets
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -32,24 +32,89 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
-from jobs import job_actions, job_list
+from jobs import job_actions, job_list, job_times
 from jobs.charts import relative
 from jobs.models import ApiToken, JobResult, Notification, Report
 from jobs.results import row_is_current
 from jobs.tokens import TokenError, validate_task_names
 
 
+class CheckedListAdmin(admin.ModelAdmin):
+    """An admin whose list takes only the filters and search it shows, and whose actions
+    take only ids: anything else gets the list back with a message, never a server error
+    (see `job_list.CheckedChangeList`)."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return job_list.CheckedChangeList
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            # The admin answers by redirecting to the list without its parameters; say why.
+            why = str(exc) or "that page or filter does not exist."
+            self.message_user(
+                request, f"The list is shown without its filters: {why}", messages.ERROR
+            )
+            raise
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        # Django filters by the selected values as they come: one that is not an id fails
+        # only when the action reads the rows, as a server error.
+        for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+            try:
+                self.opts.pk.to_python(value)
+            except ValidationError:
+                self.message_user(
+                    request,
+                    f"Nothing was done: {value!r} is not the id of a row of this list.",
+                    messages.ERROR,
+                )
+                return None
+        return super().response_action(request, queryset, *args, **kwargs)
+
+
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(CheckedListAdmin):
     list_display = ["id", "recipient", "subject", "created_at", "sent_at", "job_id"]
-    list_filter = ["sent_at"]
+    list_filter = [("sent_at", job_list.UtcDateTimeListFilter)]
     search_fields = ["recipient", "subject"]
     ordering = ["-created_at"]
     readonly_fields = ["created_at", "sent_at", "job_id"]
 
 
+class ReportForm(forms.ModelForm):
+    class Meta:
+        model = Report
+        fields = [
+            "title",
+            "period_start",
+            "period_end",
+            "notifications_total",
+            "notifications_sent",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("period_start"), cleaned.get("period_end")
+        for name, moment in (("period_start", start), ("period_end", end)):
+            try:
+                # Stored in UTC: a time that is out of range there could not be read back.
+                if moment is not None:
+                    moment.astimezone(dt.UTC)
+            except OverflowError:
+                self.add_error(name, "Out of range once converted to UTC.")
+                return cleaned
+        if start is not None and end is not None and start >= end:
+            self.add_error("period_end", "Must be after the start of the period.")
+        return cleaned
+
+
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin):
+class ReportAdmin(CheckedListAdmin):
+    form = ReportForm
     list_display = ["id", "title", "status", "requested_at", "generated_at", "job_id"]
     list_filter = ["status"]
     search_fields = ["title"]
@@ -73,9 +138,11 @@ class ApiTokenForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(CheckedListAdmin):
     """Tokens are created with `manage.py create_api_token` (the clear token is shown once
-    there); here they are listed, limited to other tasks, or revoked."""
+    there); here they are listed, limited to other tasks, or revoked. A revoked token
+    stays revoked: its revocation time is read-only here, and `ApiToken.clean` refuses a
+    change to it from any form."""
 
     form = ApiTokenForm
     list_display = ["name", "key_id", "tasks", "created_at", "last_used_at", "revoked_at"]
@@ -88,6 +155,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and obj.stored_revoked_at() is not None:
+            return [*self.readonly_fields, "revoked_at"]
+        return list(self.readonly_fields)
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
@@ -148,7 +220,7 @@ def status_badge(status: str) -> SafeString:
     return format_html('<span class="jobs-status jobs-status-{}">{}</span>', status, status)
 
 
-class QueueTableAdmin(admin.ModelAdmin):
+class QueueTableAdmin(CheckedListAdmin):
     """Read-only, and no query that reads the whole table on a page load."""
 
     paginator = job_list.CappedPaginator
@@ -197,8 +269,15 @@ class RescheduleForm(forms.Form):
     run_at = forms.DateTimeField(
         label="Run at",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="In the site's time zone. A time in the past runs the jobs now.",
+        help_text=("In the site's time zone. A time in the past (up to a day) runs the jobs now."),
     )
+
+    def clean_run_at(self) -> dt.datetime:
+        # The one rule for a time that reaches a job row: bounded, and in UTC.
+        try:
+            return job_times.scheduled_time(self.cleaned_data["run_at"])
+        except job_times.ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 @admin.register(ProcrastinateJob)
@@ -580,7 +659,7 @@ def attach_events_and_results(
         job._jobs_result = by_job.get(job.pk)  # type: ignore[attr-defined]
 
 
-class JobChangeList(ChangeList):
+class JobChangeList(job_list.CheckedChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         jobs = list(self.result_list)

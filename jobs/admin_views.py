@@ -1,5 +1,11 @@
 """Two staff pages in the admin that have no model behind them: the periodic schedule
-(read-only) and a form that defers an allow-listed management command as a job."""
+(read-only) and a form that defers an allow-listed management command as a job.
+
+Each needs a permission of its own beyond staff status: the schedule shows the jobs the
+scheduler deferred and their outcome, so it needs what the job list needs
+(`procrastinate.view_procrastinatejob`); running a command needs `jobs.run_command`,
+which no other permission implies, as the commands delete jobs, tokens and comments.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from jobs import background_commands, tasks
 from jobs.periodic import periodic_overview
 
 
+@permission_required("procrastinate.view_procrastinatejob", raise_exception=True)
 def periodic_tasks(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
@@ -52,12 +59,15 @@ class RunCommandForm(forms.Form):
         return cleaned
 
 
-@permission_required("jobs.manage_job", raise_exception=True)
+@permission_required("jobs.run_command", raise_exception=True)
 def run_command(request: HttpRequest) -> HttpResponse:
     form = RunCommandForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         command, args = form.cleaned_data["command"], form.cleaned_data["args"]
-        job_id = tasks.run_management_command.defer(command=command, args=args)
+        # Who asked stays with the job: in its arguments, on its page and in its result.
+        job_id = tasks.run_management_command.defer(
+            command=command, args=args, requested_by=request.user.get_username()
+        )
         messages.success(request, f"Deferred job #{job_id}: {command} {' '.join(args)}".strip())
         return redirect("admin:procrastinate_procrastinatejob_change", job_id)
     context = {

@@ -14,6 +14,10 @@ the whole table. Here instead:
 - a date range becomes a range of ids: ids grow with time, and the `(type, at)` index on
   events finds the first job (or event) after a date in one probe. Jobs deferred by
   transactions that straddle a boundary may land on either side of it.
+
+And every parameter is checked before a query runs (`CheckedChangeList`): a list takes only
+the filters it shows, with text and times PostgreSQL can compare, and answers anything else
+with its unfiltered page and a message, never with a server error.
 """
 
 from __future__ import annotations
@@ -86,19 +90,27 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 def parse_moment(value: str, *, now: dt.datetime) -> dt.datetime:
     """An ISO date or date-time (naive ones in the site's time zone), or a time relative
-    to now such as "-15m", "-24h", "-7d". ValueError if it is none of those."""
+    to now such as "-15m", "-24h", "-7d"; in UTC. ValueError if it is none of those, or if
+    it is out of Python's range once in UTC.
+
+    The result is in UTC because PostgreSQL refuses the offsets beyond ±15:59 that Python
+    reads (`+23:59`); a time outside year 1 to 9999 once in UTC is a clear error here.
+    """
     value = value.strip()
-    if match := _RELATIVE.match(value):
-        return now - dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is None:
-            raise ValueError(f"{value!r} is not a date")
-        moment = dt.datetime.combine(day, dt.time())
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment
+    try:
+        if match := _RELATIVE.match(value):
+            return now.astimezone(dt.UTC) - dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
+        moment = parse_datetime(value)
+        if moment is None:
+            day = parse_date(value)
+            if day is None:
+                raise ValueError(f"{value!r} is not a date")
+            moment = dt.datetime.combine(day, dt.time())
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def first_job_deferred_since(moment: dt.datetime) -> int | None:
@@ -252,6 +264,27 @@ class EventTimeFilter(IdRangeFilter):
         return queryset
 
 
+class UtcDateTimeListFilter(admin.DateFieldListFilter):
+    """Django's date filter for a date-time field, its bounds read by `parse_moment`.
+
+    Django passes them to the database as typed, where an offset beyond ±15:59 is an
+    error; here they arrive in UTC, or the list says what is wrong with them.
+    """
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        now = timezone.now()
+        for name in (self.lookup_kwarg_since, self.lookup_kwarg_until):
+            values = self.used_parameters.get(name)
+            if isinstance(values, list):  # one value per repetition of the parameter
+                try:
+                    self.used_parameters[name] = [
+                        parse_moment(str(value), now=now) for value in values
+                    ]
+                except ValueError as exc:
+                    raise IncorrectLookupParameters(f"{name}: {exc}.") from exc
+        return super().queryset(request, queryset)
+
+
 # --- Filters with fixed or registry choices ---------------------------------------------
 
 
@@ -356,3 +389,49 @@ def search_events(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
     if not term.isdigit() or int(term) > PG_BIGINT_MAX:
         return queryset.none()
     return queryset.filter(job_id=int(term))
+
+
+# --- Parameters the lists accept ---------------------------------------------------------
+
+
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL could not take `value` as text, or None if it can."""
+    if "\x00" in value:
+        return "null characters are not allowed"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "lone surrogate characters are not allowed"
+    return None
+
+
+class CheckedChangeList(ChangeList):
+    """A changelist that takes only the filters it shows, with text PostgreSQL can hold.
+
+    Django's changelist filters by any parameter that no list filter takes, as long as
+    `ModelAdmin.lookup_allowed` agrees, and by default it agrees to every lookup on the
+    model's own fields: `?args__icontains=x` reads the whole table on every page load,
+    `?lock__regex=[` fails in the database with a server error. Here a parameter that no
+    filter of the page takes is refused, and so is a value with a NUL character (the
+    database refuses those). Refusals raise `IncorrectLookupParameters`, which the admin
+    answers with the list without its parameters (and `CheckedListAdmin` says why).
+    """
+
+    def get_filters(self, request: HttpRequest) -> tuple[Any, ...]:
+        for name, values in self.get_filters_params().items():
+            for value in values:
+                if problem := text_problem(value):
+                    raise IncorrectLookupParameters(f"{name}: {problem}.")
+                # Django asks again below, but answers a refusal with a bare 400 page.
+                if not self.model_admin.lookup_allowed(name, value, request):
+                    raise IncorrectLookupParameters(not_offered(name))
+        specs, has_filters, remaining, duplicates, active = super().get_filters(request)
+        # A date hierarchy turns its parameters into lookups of its own.
+        hierarchy = {f"{self.date_hierarchy}__gte", f"{self.date_hierarchy}__lt"}
+        if unknown := sorted(set(remaining) - (hierarchy if self.date_hierarchy else set())):
+            raise IncorrectLookupParameters(not_offered(unknown[0]))
+        return specs, has_filters, remaining, duplicates, active
+
+
+def not_offered(name: str) -> str:
+    return f"{name!r} is not a filter of this list; use the filters and the search it shows."

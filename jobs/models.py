@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.functions import Now
@@ -128,6 +129,8 @@ class JobResult(models.Model):
             ("view_job_status", "Can read job status and results over the API"),
             ("defer_job", "Can defer HTTP-callable tasks over the API"),
             ("manage_job", "Can cancel, abort and retry jobs over the API"),
+            # Apart from manage_job: the commands delete jobs, tokens and comments.
+            ("run_command", "Can run allow-listed management commands from the admin"),
         ]
 
     def __str__(self) -> str:
@@ -142,6 +145,10 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
     def expired_before(self, cutoff: dt.datetime) -> ApiTokenQuerySet:
         """Tokens that expired or were revoked before `cutoff`: kept until then for audit."""
         return self.filter(models.Q(expires_at__lt=cutoff) | models.Q(revoked_at__lt=cutoff))
+
+
+# The admin's "Now" button takes the browser's clock, which may run a little ahead.
+REVOKE_CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class ApiToken(models.Model):
@@ -173,7 +180,35 @@ class ApiToken(models.Model):
     def allows(self, task_name: str) -> bool:
         return task_name in self.tasks
 
+    def clean(self) -> None:
+        """A revoked token stays revoked, at the time it was revoked; a revocation time lies
+        between the token's creation and now (a time after now would read as "not yet" but
+        revokes at once, and one before Christ in UTC could not be read back)."""
+        stored = self.stored_revoked_at()
+        if stored is not None and self.revoked_at != stored:
+            raise ValidationError(
+                {"revoked_at": "A revoked token stays revoked: issue a new token instead."}
+            )
+        if self.revoked_at is None or self.revoked_at == stored:
+            return
+        if isinstance(self.created_at, dt.datetime) and self.revoked_at < self.created_at:
+            raise ValidationError({"revoked_at": "Cannot be before the token was created."})
+        if self.revoked_at > timezone.now() + REVOKE_CLOCK_SKEW:
+            raise ValidationError(
+                {"revoked_at": "Cannot be in the future: a revoked token is refused at once."}
+            )
+
+    def stored_revoked_at(self) -> dt.datetime | None:
+        """The revocation time in the database, whatever this instance holds now (a form
+        that failed validation leaves its values on the instance)."""
+        if self.pk is None:
+            return None
+        rows = ApiToken.objects.filter(pk=self.pk).values_list("revoked_at", flat=True)
+        return rows.first()
+
     def revoke(self, *, at: dt.datetime) -> None:
+        if self.revoked_at is not None:
+            return  # revoked already, and that time stays
         self.revoked_at = at
         self.save(update_fields=["revoked_at"])
 

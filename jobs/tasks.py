@@ -216,15 +216,23 @@ async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
 
 @app.task(name="jobs.run_management_command", queue=MAINTENANCE_QUEUE, retry=False)
 def run_management_command(
-    command: str, args: list[str] | None = None, timestamp: int | None = None
+    command: str,
+    args: list[str] | None = None,
+    timestamp: int | None = None,
+    requested_by: str | None = None,
 ) -> dict[str, object]:
     """Run an allow-listed management command (JOBS_BACKGROUND_COMMANDS) on the worker.
 
     `timestamp` is given when the scheduler runs it (below); deferred from code or from the
-    admin, it is absent.
+    admin, it is absent. `requested_by` is the username of who deferred it from the admin,
+    kept in the job's arguments and its result; jobs deferred otherwise (or queued before
+    it existed) have none.
     """
     output = background_commands.run_command(command, list(args or []))
-    return {"command": command, "args": list(args or []), "output": output}
+    result: dict[str, object] = {"command": command, "args": list(args or []), "output": output}
+    if requested_by is not None:
+        result["requested_by"] = requested_by
+    return result
 
 
 # Every day at 03:15 UTC: expired sessions, through the generic command runner. (Applied

@@ -434,3 +434,369 @@ def test_capped_paginator__counts_up_to_the_cap() -> None:
     small = CappedPaginator(ProcrastinateJob.objects.none(), per_page=3)
     small.noun = "jobs"
     assert small.label == "0 jobs"
+
+
+# --- Bad parameters and the lookups the pages offer (issue 10, item 6) ----------------------
+
+TOKENS_URL = "/admin/jobs/apitoken/"
+NOTIFICATIONS_URL = "/admin/jobs/notification/"
+REPORTS_URL = "/admin/jobs/report/"
+
+
+def refused(client: Client, url: str, query: dict[str, str], *, says: str) -> None:
+    """The list answers with itself, unfiltered, and a message naming the problem."""
+    response = client.get(url, query, follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain == [(f"{url}?e=1", 302)]
+    shown = [str(message) for message in response.context["messages"]]
+    assert len(shown) == 1, shown
+    assert shown[0].startswith("The list is shown without its filters: ")
+    assert says in shown[0], shown
+
+
+@pytest.mark.parametrize(
+    ("url", "query", "says"),
+    [
+        (JOBS_URL, {"deferred_from": "-1000000d"}, "out of range"),
+        (JOBS_URL, {"deferred_to": "-99999999999d"}, "out of range"),
+        (JOBS_URL, {"deferred_to": "0001-01-01T00:00:00+14:00"}, "out of range"),
+        (JOBS_URL, {"status": "todo\x00"}, "status: null characters are not allowed"),
+        (JOBS_URL, {"queue": "a\x00"}, "queue: null characters are not allowed"),
+        (JOBS_URL, {"task": "a\x00"}, "task: null characters are not allowed"),
+        (JOBS_URL, {"lock__regex": "["}, "'lock__regex' is not a filter of this list"),
+        (JOBS_URL, {"id__regex": "("}, "'id__regex' is not a filter of this list"),
+        (JOBS_URL, {"args__icontains": "x"}, "'args__icontains' is not a filter of this list"),
+        (EVENTS_URL, {"at_from": "-1000000d"}, "out of range"),
+        (EVENTS_URL, {"at_to": "9999-12-31T23:59:59-14:00"}, "out of range"),
+        (EVENTS_URL, {"type": "started\x00"}, "type: null characters are not allowed"),
+        (EVENTS_URL, {"at__regex": "["}, "'at__regex' is not a filter of this list"),
+        (EVENTS_URL, {"job__args__icontains": "x"}, "'job__args__icontains' is not a filter"),
+    ],
+)
+def test_job_and_event_lists__refuse_bad_parameters_with_a_message(
+    staff_client: Client, make_job: JobMaker, url: str, query: dict[str, str], says: str
+) -> None:
+    make_job()
+
+    refused(staff_client, url, query, says=says)
+
+
+@pytest.mark.parametrize(
+    ("url", "query", "says"),
+    [
+        (TOKENS_URL, {"key_hash__startswith": "a"}, "'key_hash__startswith' is not a filter"),
+        (TOKENS_URL, {"name__regex": "["}, "'name__regex' is not a filter"),
+        (NOTIFICATIONS_URL, {"body__regex": "["}, "'body__regex' is not a filter"),
+        (NOTIFICATIONS_URL, {"sent_at__gte": "-1000000d"}, "sent_at__gte: '-1000000d' is out"),
+        (NOTIFICATIONS_URL, {"sent_at__lt": "a\x00"}, "null characters are not allowed"),
+        (REPORTS_URL, {"status__exact": "a\x00"}, "null characters are not allowed"),
+        (REPORTS_URL, {"title__regex": "["}, "'title__regex' is not a filter"),
+    ],
+)
+def test_other_lists__refuse_bad_parameters_with_a_message(
+    admin_client: Client, url: str, query: dict[str, str], says: str
+) -> None:
+    from jobs.tokens import issue_token
+
+    issue_token(name="ops", tasks=["jobs.build_report"])
+    Notification.objects.create(recipient="a@example.com", subject="Hi")
+
+    refused(admin_client, url, query, says=says)
+
+
+@pytest.mark.parametrize("offset", ["+15:00", "-15:00", "+23:59", "-23:59"])
+def test_time_filters__read_any_utc_offset_python_reads(
+    staff_client: Client, admin_client: Client, make_job: JobMaker, offset: str
+) -> None:
+    job = make_job()
+    Notification.objects.create(recipient="a@example.com", subject="Hi", sent_at=timezone.now())
+    hours, minutes = (int(part) for part in offset[1:].split(":"))
+    sign = 1 if offset[0] == "+" else -1
+    zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+    # An hour ago, written with an offset PostgreSQL itself refuses beyond ±15:59: the
+    # lists convert it to UTC before any query.
+    written = (timezone.now() - dt.timedelta(hours=1)).astimezone(zone).isoformat()
+
+    assert listed(staff_client, deferred_from=written) == [job]
+    assert listed(staff_client, deferred_to=written) == []
+    assert len(listed(staff_client, EVENTS_URL, at_from=written)) == 1
+    assert listed(staff_client, EVENTS_URL, at_to=written) == []
+    assert len(listed(admin_client, NOTIFICATIONS_URL, sent_at__gte=written)) == 1
+    assert listed(admin_client, NOTIFICATIONS_URL, sent_at__lt=written) == []
+
+
+def test_time_filters__read_far_dates_that_stay_in_range(
+    staff_client: Client, make_job: JobMaker
+) -> None:
+    job = make_job()
+
+    assert listed(staff_client, deferred_to="0001-01-02") == []
+    assert listed(staff_client, deferred_from="0001-01-02") == [job]
+    assert listed(staff_client, deferred_from="-3650d") == [job]
+    assert listed(staff_client, deferred_from="9999-12-30") == []
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        ("0001-01-01", "2026-01-01", "Out of range once converted to UTC."),
+        ("2026-01-02", "2026-01-01", "Must be after the start of the period."),
+    ],
+)
+def test_report_admin__refuses_periods_it_could_not_read_back(
+    admin_client: Client, settings: Any, start: str, end: str, says: str
+) -> None:
+    from jobs.models import Report
+
+    # East of UTC: the first day of year 1 is still a day before Christ in UTC.
+    settings.TIME_ZONE = "Asia/Tokyo"
+
+    response = admin_client.post(
+        f"{REPORTS_URL}add/",
+        {
+            "title": "Q1",
+            "period_start_0": start,
+            "period_start_1": "00:00:00",
+            "period_end_0": end,
+            "period_end_1": "00:00:00",
+        },
+    )
+
+    assert response.status_code == 200
+    assert says in response.content.decode()
+    assert not Report.objects.exists()
+    assert admin_client.get(REPORTS_URL).status_code == 200
+
+
+@pytest.mark.parametrize("url", [JOBS_URL, TOKENS_URL])
+@pytest.mark.parametrize("selected", ["abc", "1\x00", "1.5"])
+def test_actions__refuse_selections_that_are_not_ids(
+    admin_client: Client, make_job: JobMaker, url: str, selected: str
+) -> None:
+    failed = make_job("failed")
+    action = "retry_failed" if url == JOBS_URL else "revoke"
+
+    response = admin_client.post(url, {"action": action, "_selected_action": [selected]})
+
+    assert response.status_code == 302
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert shown == [f"Nothing was done: {selected!r} is not the id of a row of this list."]
+    assert ProcrastinateJob.objects.get(id=failed).status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("run_at", "says"),
+    [
+        ("0001-01-01T00:00", "Out of range once converted to UTC."),
+        ("2000-01-01T00:00", "At most 1 day in the past."),
+        ("9999-12-31T23:59", "At most 365 days ahead."),
+    ],
+)
+def test_job_actions__reschedule_refuses_times_out_of_bounds(
+    admin_client: Client,
+    make_job: JobMaker,
+    settings: Any,
+    run_at: str,
+    says: str,
+) -> None:
+    # East of UTC: the first day of year 1 is still a day before Christ in UTC.
+    settings.TIME_ZONE = "Asia/Tokyo"
+    failed = make_job("failed")
+    waiting = make_job()
+
+    response = admin_client.post(
+        JOBS_URL,
+        {
+            "action": "reschedule",
+            "_selected_action": [failed, waiting],
+            "apply": "1",
+            "run_at": run_at,
+        },
+    )
+
+    assert response.status_code == 200
+    assert says in response.content.decode()
+    assert ProcrastinateJob.objects.get(id=failed).status == "failed"
+    assert ProcrastinateJob.objects.get(id=waiting).status == "todo"
+    assert ProcrastinateJob.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_actions__rescheduled_jobs_are_listed_and_run(
+    admin_client: Client, make_job: JobMaker, settings: Any, run_worker: Any
+) -> None:
+    settings.TIME_ZONE = "America/Los_Angeles"  # the form's time is the site's, not UTC
+    notifications = [
+        Notification.objects.create(recipient=f"{n}@example.com", subject="Hi") for n in (1, 2)
+    ]
+    failed = make_job("failed", args={"notification_id": notifications[0].pk})
+    waiting = make_job(args={"notification_id": notifications[1].pk}, schedule_in={"days": 3})
+    now = timezone.localtime().replace(second=0, microsecond=0)
+
+    message = act(
+        admin_client,
+        "reschedule",
+        failed,
+        waiting,
+        apply="1",
+        run_at=now.strftime("%Y-%m-%dT%H:%M"),
+    )
+
+    assert message.startswith("Rescheduled 2 jobs.")
+    copy = ProcrastinateJob.objects.exclude(id__in=[failed, waiting]).get().id
+    assert ProcrastinateJob.objects.get(id=failed).scheduled_at == now
+    assert ProcrastinateJob.objects.get(id=copy).scheduled_at == now
+    assert set(listed(admin_client)) == {failed, waiting, copy}
+    for job_id in (failed, copy):
+        assert admin_client.get(f"{JOBS_URL}{job_id}/change/").status_code == 200
+
+    run_worker(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
+
+    # (The worker also defers the periodic tasks' latest ticks.)
+    ours = ProcrastinateJob.objects.filter(id__in=[failed, waiting, copy])
+    statuses = dict(ours.values_list("id", "status"))
+    assert statuses == {failed: "succeeded", waiting: "cancelled", copy: "succeeded"}
+    assert admin_client.get(f"{JOBS_URL}{copy}/change/").status_code == 200
+
+
+# --- The run-command page (item 5) and the periodic-tasks page (item 9) ---------------------
+
+RUN_COMMAND_URL = "/admin/jobs/run-command/"
+PERIODIC_URL = "/admin/jobs/periodic-tasks/"
+
+
+def staff_with(*codenames: str) -> Client:
+    """A client logged in as a staff user with only these `app_label.codename` permissions."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(f"staff-{User.objects.count()}", is_staff=True)
+    for name in codenames:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_run_command_page__needs_its_own_permission() -> None:
+    managers = staff_with("jobs.manage_job", "procrastinate.view_procrastinatejob")
+    runners = staff_with("jobs.run_command")
+
+    assert managers.get(RUN_COMMAND_URL).status_code == 403
+    post = {"command": "prune_jobs", "arguments": "--status failed --older-than-hours 1"}
+    assert managers.post(RUN_COMMAND_URL, post).status_code == 403
+    assert not ProcrastinateJob.objects.exists()
+
+    assert runners.get(RUN_COMMAND_URL).status_code == 200
+    assert runners.post(RUN_COMMAND_URL, post).status_code == 302
+    assert ProcrastinateJob.objects.get().args["command"] == "prune_jobs"
+
+
+def test_run_command_page__records_who_asked_in_the_job(admin_client: Client) -> None:
+    response = admin_client.post(
+        RUN_COMMAND_URL, {"command": "prune_jobs", "arguments": "--dry-run"}
+    )
+
+    job = ProcrastinateJob.objects.get()
+    assert job.args == {"command": "prune_jobs", "args": ["--dry-run"], "requested_by": "admin"}
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "&quot;requested_by&quot;: &quot;admin&quot;" in page
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments"),
+    [
+        ("prune_jobs", "--help"),
+        ("prune_jobs", "-h"),
+        ("prune_jobs", "--dry-run -h"),
+        ("prune_jobs", "--he"),
+        ("prune_jobs", "--h"),
+        ("prune_jobs", "--version"),
+        ("prune_jobs", "--vers"),
+        ("delete_expired_tokens", "--days 0 --help"),
+        ("delete_expired_comments", "--hel"),
+    ],
+)
+def test_run_command_page__refuses_options_that_only_print(
+    admin_client: Client, command: str, arguments: str
+) -> None:
+    response = admin_client.post(RUN_COMMAND_URL, {"command": command, "arguments": arguments})
+
+    assert response.status_code == 200
+    errors = response.context["form"].non_field_errors()
+    assert len(errors) == 1
+    assert "only prints" in errors[0]
+    assert not ProcrastinateJob.objects.exists()
+
+
+def test_periodic_tasks_page__needs_the_permission_to_view_jobs(staff_client: Client) -> None:
+    nobody = staff_with()
+    runner = staff_with("procrastinate.view_procrastinatejob", "jobs.run_command")
+
+    assert nobody.get(PERIODIC_URL).status_code == 403
+    page = staff_client.get(PERIODIC_URL)
+    assert page.status_code == 200
+    assert b"jobs.recover_stalled_jobs" in page.content
+    assert RUN_COMMAND_URL.encode() not in page.content  # a link it could not follow
+    assert RUN_COMMAND_URL.encode() in runner.get(PERIODIC_URL).content
+
+
+# --- A revoked token stays revoked (item 9) --------------------------------------------------
+
+
+def test_token_admin__a_revoked_token_stays_revoked(admin_client: Client) -> None:
+    from django.core.exceptions import ValidationError
+
+    from jobs.models import ApiToken
+    from jobs.tokens import authenticate, issue_token
+
+    token, raw = issue_token(name="old", tasks=["jobs.build_report"])
+    token.revoke(at=timezone.now())
+    revoked_at = ApiToken.objects.get().revoked_at
+    url = f"{TOKENS_URL}{token.pk}/change/"
+
+    page = admin_client.get(url).content.decode()
+    assert 'name="revoked_at_0"' not in page  # shown, not editable
+    response = admin_client.post(
+        url,
+        {"tasks": '["jobs.send_notification"]', "revoked_at_0": "", "revoked_at_1": ""},
+    )
+
+    assert response.status_code == 302
+    assert ApiToken.objects.get().revoked_at == revoked_at
+    assert authenticate(raw) is None
+    token.revoked_at = None
+    with pytest.raises(ValidationError, match="A revoked token stays revoked"):
+        token.full_clean()
+
+
+@pytest.mark.parametrize(
+    ("date", "says"),
+    [
+        ("0001-01-01", "Cannot be before the token was created"),
+        ("2000-01-01", "Cannot be before the token was created"),
+        ("2999-01-01", "Cannot be in the future"),
+    ],
+)
+def test_token_admin__refuses_revocation_times_out_of_bounds(
+    admin_client: Client, settings: Any, date: str, says: str
+) -> None:
+    from jobs.models import ApiToken
+    from jobs.tokens import authenticate, issue_token
+
+    settings.TIME_ZONE = "Asia/Tokyo"
+    token, raw = issue_token(name="ops", tasks=["jobs.build_report"])
+
+    response = admin_client.post(
+        f"{TOKENS_URL}{token.pk}/change/",
+        {"tasks": '["jobs.build_report"]', "revoked_at_0": date, "revoked_at_1": "00:00:00"},
+    )
+
+    assert response.status_code == 200
+    assert says in response.content.decode()
+    assert ApiToken.objects.get().revoked_at is None
+    assert authenticate(raw) == token
+    assert admin_client.get(TOKENS_URL).status_code == 200

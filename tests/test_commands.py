@@ -7,8 +7,11 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs.models import ApiToken
+from jobs import tasks
+from jobs.background_commands import CommandExited, CommandNotAllowed
+from jobs.models import ApiToken, JobResult
 from jobs.tokens import authenticate
 
 pytestmark = pytest.mark.django_db
@@ -154,3 +157,68 @@ def test_bench_jobs__refuses_bad_arguments() -> None:
         call_command("bench_jobs", "--poll-interval", "0", stdout=StringIO())
     with pytest.raises(CommandError, match="scratch database"):
         call_command("bench_jobs", "--measure-into", "/tmp/x.json", stdout=StringIO())
+
+
+# --- jobs.run_management_command (jobs/background_commands.py) -----------------------------
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--dry-run", "--he"], ["--version"]])
+def test_run_management_command__refuses_options_that_only_print(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Deferred from code, or queued before the admin refused them.
+    with pytest.raises(CommandNotAllowed, match="only prints"):
+        tasks.run_management_command(command="prune_jobs", args=args)
+
+    assert capsys.readouterr() == ("", "")
+
+
+def test_run_management_command__a_command_that_exits_fails_with_its_status(
+    settings: Any,
+) -> None:
+    settings.JOBS_BACKGROUND_COMMANDS = ["shell"]
+
+    with pytest.raises(CommandExited, match="'shell' exited with status 3 instead of returning"):
+        tasks.run_management_command(command="shell", args=["-c", "raise SystemExit(3)"])
+
+
+def test_run_management_command__returns_who_asked() -> None:
+    result = tasks.run_management_command(
+        command="prune_jobs", args=["--dry-run"], requested_by="alice"
+    )
+
+    assert result["requested_by"] == "alice"
+    assert "requested_by" not in tasks.run_management_command(command="prune_jobs")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_management_command__a_worker_fails_bad_command_lines_and_runs_on(
+    run_worker: Any,
+) -> None:
+    defer = tasks.run_management_command.defer
+    exits = defer(command="shell", args=["-c", "raise SystemExit(3)"])
+    prints = defer(command="prune_jobs", args=["--help"])
+    queued_before = defer(command="prune_jobs", args=["--dry-run"])  # no requested_by
+    asked = defer(command="prune_jobs", args=["--dry-run"], requested_by="alice")
+    ours = [exits, prints, queued_before, asked]
+
+    worker = run_worker("--queues", "maintenance", JOBS_BACKGROUND_COMMANDS="shell,prune_jobs")
+
+    statuses = dict(ProcrastinateJob.objects.filter(id__in=ours).values_list("id", "status"))
+    assert statuses == {
+        exits: "failed",
+        prints: "failed",
+        queued_before: "succeeded",
+        asked: "succeeded",
+    }
+    results = JobResult.objects.in_bulk(ours)
+    assert results[exits].exception_type == "jobs.background_commands.CommandExited"
+    assert "exited with status 3" in results[exits].exception_message
+    assert "only prints" in results[prints].exception_message
+    assert results[asked].return_value == {
+        "command": "prune_jobs",
+        "args": ["--dry-run"],
+        "output": results[asked].return_value["output"],  # type: ignore[index]
+        "requested_by": "alice",
+    }
+    assert "usage:" not in worker.stdout + worker.stderr

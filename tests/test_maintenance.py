@@ -255,7 +255,7 @@ def test_run_command_admin_page__defers_an_allowed_command(admin_client: Any) ->
     job = ProcrastinateJob.objects.get()
     assert response.status_code == 302
     assert job.task_name == "jobs.run_management_command"
-    assert job.args == {"command": "prune_jobs", "args": ["--dry-run"]}
+    assert job.args == {"command": "prune_jobs", "args": ["--dry-run"], "requested_by": "admin"}
 
 
 def test_from_timestamp__is_utc() -> None:
