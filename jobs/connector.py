@@ -44,6 +44,10 @@ A job put back for an immediate retry wakes the worker that put it back, as an i
 job would: procrastinate's trigger announces inserts only, so the retry would otherwise wait
 for the next poll whenever the worker's other slots were idle.
 
+Its connections load a time PostgreSQL holds but Python's datetime cannot (before year 1,
+after 9999, infinity) as the nearest bound instead of failing the query: one such job row
+made the worker that fetched it exit (see jobs/out_of_range_times.py).
+
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
 `manage.py procrastinate worker`; `jobs.worker.on_app_ready` installs it.
 """
@@ -66,6 +70,8 @@ from procrastinate import connector, exceptions, sql
 from procrastinate.contrib.django import django_connector
 from procrastinate.contrib.django.utils import connector_params
 from procrastinate.psycopg_connector import PsycopgConnector
+
+from jobs.out_of_range_times import tolerant_adapters
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +159,18 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
     after the commit (only on a broken network, not on a restart, where the server says
     it is shutting down): that job stays `doing` until this worker stops, and stalled-job
     recovery then retries it.
+
+    The pool's connections get the adapters of `jobs.out_of_range_times` (as `context=`,
+    added to the given one), unless `kwargs` is a callable, whose result is the caller's.
     """
 
     def __init__(self, *, reconnect_timeout: float = 60.0, **kwargs: Any) -> None:
         kwargs.setdefault("pool_factory", _worker_pool)
+        pool_kwargs = kwargs.get("kwargs")
+        if not callable(pool_kwargs):  # a callable (psycopg_pool >= 3.3) is the caller's
+            pool_kwargs = dict(pool_kwargs or {})
+            pool_kwargs["context"] = tolerant_adapters(pool_kwargs.get("context"))
+            kwargs["kwargs"] = pool_kwargs
         super().__init__(**kwargs)
         self.reconnect_timeout = reconnect_timeout
         self._listen_kwargs: dict[str, Any] = {

@@ -205,7 +205,7 @@ async def test_connector__listen_wakes_the_worker_once_listening(
 
     assert received == ["job_inserted", "abort_job_requested"]
     assert connection.statements == ['LISTEN "jobs_channel"']
-    assert calls == [{"dbname": "jobs", "autocommit": True}]
+    assert [(call["dbname"], call["autocommit"]) for call in calls] == [("jobs", True)]
     assert pool.drains == 0
 
 
