@@ -18,6 +18,7 @@ from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
+import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
@@ -94,6 +95,20 @@ def test_orm__reads_a_job_and_its_event_with_an_out_of_range_time(
 
     assert job.scheduled_at == loaded
     assert event.at == loaded
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("stored", "loaded"), OUT_OF_RANGE.items())
+def test_binary_results__load_an_out_of_range_time_as_a_bound(
+    stored: str, loaded: dt.datetime
+) -> None:
+    connection.ensure_connection()
+    # A server-side binding cursor: Django's own (client-side binding) cannot ask for binary.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute("SELECT %s::timestamptz", [stored], binary=True)
+        row = cursor.fetchone()
+
+    assert row == (loaded,)
 
 
 @pytest.mark.django_db
