@@ -25,7 +25,8 @@ Registered on every connection that reads job rows, once per connection:
   with `override_settings`, gets Django's plain loader back on its cursors.)
 - The worker's connections, by `jobs.connector` (the adapters passed as `context=`).
 
-Only `timestamptz`: every time of procrastinate's tables and of this app's is one.
+Only `timestamptz`: every time in procrastinate's tables and this app's is one (the one
+`date`, a day of the daily statistics, is computed from job results, not taken from input).
 """
 
 from __future__ import annotations
