@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 
 
 class JobsConfig(AppConfig):
@@ -6,6 +7,14 @@ class JobsConfig(AppConfig):
     verbose_name = "Background jobs"
 
     def ready(self) -> None:
+        from jobs.out_of_range_times import tolerate_out_of_range_times_on_django_connection
         from jobs.readonly import protect_procrastinate_models
 
         protect_procrastinate_models()
+        # After Django's backend set up the connection (its time zone's loader included),
+        # before anything reads through it: a job row with a time before year 1 or after
+        # 9999 must not fail the page or command that lists it (jobs/out_of_range_times.py).
+        connection_created.connect(
+            tolerate_out_of_range_times_on_django_connection,
+            dispatch_uid="jobs.out_of_range_times",
+        )

@@ -16,9 +16,10 @@ graceful timeout) without taking new ones.
   worker. The idle connections of procrastinate's pool, dead as well, are replaced at
   once: the pool would find them one at a time, pausing longer after each.
 - The LISTEN connection is made again with the same pauses, for as long as it takes. Each
-  time it is (the first time included), the worker is woken as if a job had been deferred:
-  notifications sent while nobody listened are lost, and the jobs they announced would
-  otherwise wait for the next poll.
+  time it is (the first time included), the worker is woken (see "What `listen_notify`
+  delivers" below): notifications sent while nobody listened are lost, and the jobs they
+  announced would otherwise wait for the next poll. It connects where the pool does: the
+  pool's conninfo, kwargs and connection class, and the connector's `configure`.
 - A notification that arrives while the worker is fetching a job is delivered again once
   the fetch is over. procrastinate's worker clears its "new job" flag after every fetch,
   so a job committed just after the fetch looked would wait for the next poll. (Measured
@@ -44,6 +45,10 @@ A job put back for an immediate retry wakes the worker that put it back, as an i
 job would: procrastinate's trigger announces inserts only, so the retry would otherwise wait
 for the next poll whenever the worker's other slots were idle.
 
+Its connections load a time PostgreSQL holds but Python's datetime cannot (before year 1,
+after 9999, infinity) as the nearest bound instead of failing the query: one such job row
+made the worker that fetched it exit (see jobs/out_of_range_times.py).
+
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
 `manage.py procrastinate worker`; `jobs.worker.on_app_ready` installs it.
 """
@@ -67,6 +72,8 @@ from procrastinate.contrib.django import django_connector
 from procrastinate.contrib.django.utils import connector_params
 from procrastinate.psycopg_connector import PsycopgConnector
 
+from jobs.out_of_range_times import tolerant_adapters
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -78,7 +85,9 @@ LONGEST_PAUSE = 2.0
 LISTEN_CHECK_INTERVAL = 30.0
 # The statements with which procrastinate's worker records that a job ended.
 JOB_END_QUERIES = frozenset({sql.queries["finish_job"], sql.queries["retry_job"]})
-# What procrastinate's trigger sends when a job is inserted; the worker reads "type" only.
+# The wake-up `listen_notify` delivers besides the database's notifications: what
+# procrastinate's trigger sends when a job is inserted (the worker reads "type" only), with
+# a job id the trigger never sends. See ReconnectingPsycopgConnector.
 WAKE_UP = json.dumps({"type": "job_inserted", "job_id": None})
 
 # Errors after which the statement did not take effect: the connection could not be made
@@ -153,17 +162,30 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
     after the commit (only on a broken network, not on a restart, where the server says
     it is shutting down): that job stays `doing` until this worker stops, and stalled-job
     recovery then retries it.
+
+    The pool's connections get the adapters of `jobs.out_of_range_times` (as `context=`,
+    added to the given one), unless `kwargs` is a callable, whose result is the caller's.
+
+    What `listen_notify` delivers: every notification the database sends on the channels,
+    unchanged, and besides them wake-ups the database did not send: `WAKE_UP`,
+    `{"type": "job_inserted", "job_id": null}`, on the first channel listened to. One comes
+    each time the LISTEN connection is made (the first time included), after a fetch during
+    which a notification arrived, and after a job was put back for an immediate retry.
+    procrastinate 3.10's worker can be told to look for jobs in no other way: it fetches on
+    a `job_inserted` notification (reading its type only), and the event that sets is
+    private to it. The database never sends a null `job_id` (procrastinate's trigger sends
+    the inserted job's id): a caller that wants only what the database sent skips those.
     """
 
     def __init__(self, *, reconnect_timeout: float = 60.0, **kwargs: Any) -> None:
         kwargs.setdefault("pool_factory", _worker_pool)
+        pool_kwargs = kwargs.get("kwargs")
+        if not callable(pool_kwargs):  # a callable (psycopg_pool >= 3.3) is the caller's
+            pool_kwargs = dict(pool_kwargs or {})
+            pool_kwargs["context"] = tolerant_adapters(pool_kwargs.get("context"))
+            kwargs["kwargs"] = pool_kwargs
         super().__init__(**kwargs)
         self.reconnect_timeout = reconnect_timeout
-        self._listen_kwargs: dict[str, Any] = {
-            key: value
-            for key, value in (kwargs.get("kwargs") or {}).items()
-            if key != "autocommit"  # the LISTEN connection sets its own
-        }
         self._fetching = False
         self._notified_while_fetching = False
         # Job id -> a statement (a WITH query) and its parameters, to run with the job's end.
@@ -285,9 +307,7 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         pause = FIRST_PAUSE
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    **self._listen_kwargs, autocommit=True
-                ) as connection:
+                async with await self._listen_connection() as connection:
                     await self._listen(connection, channels)
                     if pause != FIRST_PAUSE:  # a reconnection: the server was away
                         await self._replace_pooled_connections()
@@ -304,6 +324,26 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, LONGEST_PAUSE)
+
+    async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
+        """A connection to where the pool connects, made as procrastinate makes its own LISTEN
+        connection: the pool's conninfo, kwargs and connection class, then the `configure`
+        given to this connector; in autocommit, so that notifications arrive between
+        statements."""
+        pool = self.pool
+        # psycopg_pool >= 3.3 takes callables for both; the pool resolves them this way.
+        conninfo = await pool._resolve_conninfo()
+        kwargs = await pool._resolve_kwargs()
+        kwargs = {key: value for key, value in kwargs.items() if key != "autocommit"}
+        connection = await pool.connection_class.connect(conninfo, **kwargs, autocommit=True)
+        configure = self._pool_args.get("configure")
+        if configure is not None:
+            try:
+                await configure(connection)
+            except BaseException:
+                await connection.close()
+                raise
+        return connection
 
     async def _listen(self, connection: psycopg.AsyncConnection[Any], channels: list[str]) -> None:
         for channel in channels:
