@@ -1,8 +1,6 @@
-"""Database URLs and scratch databases, for processes that must share a database.
-
-Worker processes started by tests get the test database's URL; benchmarks create a
-scratch database next to the configured one, so that seeding millions of rows never
-touches the site's own data.
+"""Database URLs and databases next to the configured one, for processes that must share
+a database: worker processes started by tests get the test database's URL, and a database
+created on the same server is reached with the same credentials.
 """
 
 from __future__ import annotations

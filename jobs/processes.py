@@ -1,6 +1,6 @@
 """The processes this project starts: the ASGI server and workers, and their supervisor.
 
-`run_site`, `run_workers`, the benchmarks and the test fixtures all start them the same way.
+`run_site`, `run_workers` and the test fixtures all start them the same way.
 """
 
 from __future__ import annotations

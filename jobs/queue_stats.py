@@ -423,8 +423,9 @@ class Percentiles:
     max: float
 
 
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    # Linear interpolation between closest ranks, as PostgreSQL's percentile_cont.
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The `q` quantile (0 to 1) of `ordered` (sorted, not empty): linear interpolation
+    between closest ranks, as PostgreSQL's percentile_cont."""
     position = q * (len(ordered) - 1)
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
@@ -446,9 +447,9 @@ def percentiles(samples: Iterable[tuple[str, float]]) -> list[Percentiles]:
             Percentiles(
                 queue=queue,
                 samples=len(ordered),
-                p50=_quantile(ordered, 0.5),
-                p90=_quantile(ordered, 0.9),
-                p99=_quantile(ordered, 0.99),
+                p50=quantile(ordered, 0.5),
+                p90=quantile(ordered, 0.9),
+                p99=quantile(ordered, 0.99),
                 max=ordered[-1],
             )
         )

@@ -144,6 +144,9 @@ INSTALLED_APPS = [
     # procrastinate's app comes before `jobs`, whose migrations depend on its tables.
     "procrastinate.contrib.django",
     "jobs",
+    # This project's benchmarks (manage.py bench_api, bench_admin, bench_jobs); a site that
+    # installs `jobs` leaves it out. Its tasks load only in the benchmark's own processes.
+    "bench",
 ]
 
 MIDDLEWARE = [

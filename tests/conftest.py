@@ -151,16 +151,17 @@ def make_job(db: None) -> JobMaker:
 @pytest.fixture
 def seeded_history(transactional_db: None) -> Iterator[int]:
     """3,000 jobs of every status deferred over the last 3 hours, with their events,
-    results, two live workers and periodic ticks (jobs.benchmarks.seed_queue_history, as
+    results, two live workers and periodic ticks (bench.seeding.seed_queue_history, as
     the admin benchmark seeds millions). Yields the number of jobs."""
-    from jobs import benchmarks, queue_stats
+    from bench import scratch, seeding
+    from jobs import queue_stats
 
     count = 3000
-    database = benchmarks.ScratchDatabase(
+    database = scratch.ScratchDatabase(
         name=str(connection.settings_dict["NAME"]), url=database_url()
     )
     queue_stats.forget_settled_buckets()
-    benchmarks.seed_queue_history(database, count, hours=3, batch=1000)
+    seeding.seed_queue_history(database, count, hours=3, batch=1000)
     yield count
     queue_stats.forget_settled_buckets()
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_admin` (jobs/management/commands/bench_admin.py), at a tiny scale: the
+"""`manage.py bench_admin` (bench/management/commands/bench_admin.py), at a tiny scale: the
 figures at 10 million jobs are for the command itself, not for tests."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from django.db import connection
 from procrastinate.contrib.django.models import ProcrastinateJob
 from procrastinate.types import JSONDict
 
-from jobs.bench_tasks import noop_async, noop_sync  # registered in this process too
+from bench.worker_tasks import noop_async, noop_sync  # registered in this process too
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
 from tests.conftest import TEST_TASKS
@@ -52,7 +52,7 @@ def test_run_workers__drain_100000_jobs_each_exactly_once(
 ) -> None:
     group = start_run_workers(
         "--processes", "2", "--concurrency", "8", "--queues", "bench", "--name", "drain",
-        PROCRASTINATE_IMPORT_PATHS="jobs.bench_tasks",
+        PROCRASTINATE_IMPORT_PATHS="bench.worker_tasks",
         PROCRASTINATE_LOG_LEVEL="WARNING",  # not two lines per job
     )  # fmt: skip
     wait_for_listeners(2, group)

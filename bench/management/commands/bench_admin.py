@@ -15,8 +15,11 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from jobs import benchmarks
-from jobs.databases import database_url
+from bench.http_load import admin_login, time_requests
+from bench.processes import web_server
+from bench.scratch import ScratchDatabase, scratch_database
+from bench.seeding import create_superuser, refresh_heartbeats, seed_queue_history
+from bench.timing import time_statement
 from jobs.management.arguments import whole_number
 
 JOBS = "/admin/procrastinate/procrastinatejob/"
@@ -116,12 +119,12 @@ class Command(BaseCommand):
         name = f"{connection.settings_dict['NAME']}_bench_admin"
         try:
             if options["reuse"]:
-                database = benchmarks.ScratchDatabase(name=name, url=database_url(name=name))
+                database = ScratchDatabase.named(name)
                 self.stdout.write(f"Scratch database {name!r}: reusing it...")
                 figures = self._time(database, options, self._describe(database))
             else:
                 self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
-                with benchmarks.scratch_database(name, keep=options["keep"]) as database:
+                with scratch_database(name, keep=options["keep"]) as database:
                     figures = self._time(database, options, self._seed(database, options))
         except (RuntimeError, OSError, psycopg.Error) as exc:
             raise CommandError(str(exc)) from exc
@@ -130,18 +133,16 @@ class Command(BaseCommand):
             options["json"].write_text(json.dumps(figures, indent=2))
             self.stdout.write(f"Figures written to {options['json']}.")
 
-    def _seed(
-        self, database: benchmarks.ScratchDatabase, options: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _seed(self, database: ScratchDatabase, options: dict[str, Any]) -> dict[str, Any]:
         jobs, hours = options["jobs"], options["hours"]
         self.stdout.write(f"Seeding {jobs:,} jobs deferred over {hours} hours, with events...")
-        seconds = benchmarks.seed_queue_history(
+        seconds = seed_queue_history(
             database, jobs, hours=hours, on_progress=lambda m: self.stdout.write(f"  {m}")
         )
         self.stdout.write(f"  seeded in {seconds:.0f} s")
         return {**self._describe(database), "seed_seconds": round(seconds, 1)}
 
-    def _describe(self, database: benchmarks.ScratchDatabase) -> dict[str, Any]:
+    def _describe(self, database: ScratchDatabase) -> dict[str, Any]:
         """What the scratch database holds (also for a reused one)."""
         with database.connect() as conn:
             jobs, events, first, last, lag = conn.execute(
@@ -166,11 +167,11 @@ class Command(BaseCommand):
         }
 
     def _time(
-        self, database: benchmarks.ScratchDatabase, options: dict[str, Any], seeded: dict[str, Any]
+        self, database: ScratchDatabase, options: dict[str, Any], seeded: dict[str, Any]
     ) -> dict[str, Any]:
         figures: dict[str, Any] = {**seeded, "pages": {}, "stock_queries_ms": {}}
         password = secrets.token_urlsafe(16)
-        benchmarks.create_superuser(database, USERNAME, password)
+        create_superuser(database, USERNAME, password)
         token = secrets.token_urlsafe(24)
         picker = random.Random(5)
         # The metrics read the last JOBS_METRICS_WINDOW_SECONDS (300 s by default); the
@@ -180,7 +181,7 @@ class Command(BaseCommand):
         window = round(seeded["history_ended_seconds_ago"]) + 300 + 120
         figures["metrics_window_seconds"] = window
         # As in production: pooled connections (on there by default), DEBUG off.
-        with benchmarks.web_server(
+        with web_server(
             database,
             DATABASE_POOL="1",
             DEBUG="0",
@@ -188,21 +189,19 @@ class Command(BaseCommand):
             JOBS_METRICS_WINDOW_SECONDS=str(window),
         ) as port:
             headers = {
-                "Cookie": benchmarks.admin_login(port, USERNAME, password),
+                "Cookie": admin_login(port, USERNAME, password),
                 "Authorization": f"Bearer {token}",
             }
             for label, path in pages(figures["jobs_seeded"]):
                 if label == "health":
                     # The seeded workers' heartbeats are as old as the seeding: freshen
                     # them, as live workers would, so /health/ answers 200.
-                    benchmarks.refresh_heartbeats(database)
+                    refresh_heartbeats(database)
                 # The first request of each page fills caches (PostgreSQL's buffers, the
                 # dashboard's settled minutes): reported apart, then two more warm up.
-                first, _ = benchmarks.time_requests(port, [("GET", path(picker, 0), None)], headers)
-                benchmarks.time_requests(
-                    port, [("GET", path(picker, n), None) for n in range(2)], headers
-                )
-                latency, statuses = benchmarks.time_requests(
+                first, _ = time_requests(port, [("GET", path(picker, 0), None)], headers)
+                time_requests(port, [("GET", path(picker, n), None) for n in range(2)], headers)
+                latency, statuses = time_requests(
                     port,
                     [("GET", path(picker, n), None) for n in range(options["requests"])],
                     headers,
@@ -213,7 +212,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {label}: {latency.median_ms:.1f} ms")
         if not options["no_stock_queries"]:
             for label, sql in STOCK_QUERIES:
-                seconds = benchmarks.time_statement(database, sql)
+                seconds = time_statement(database, sql)
                 figures["stock_queries_ms"][label] = round(seconds * 1000, 1)
                 self.stdout.write(f"  stock admin's {label}: {seconds * 1000:.0f} ms")
         figures["load_average"] = [round(value, 2) for value in os.getloadavg()]

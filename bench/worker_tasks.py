@@ -1,8 +1,11 @@
 """Tasks for `manage.py bench_jobs`: no-op and small ORM work, sync and async.
 
-They are not in `tasks.py` so that a site's workers never carry them: the benchmark loads
-them into its own worker processes (PROCRASTINATE_IMPORT_PATHS=jobs.bench_tasks) and into
-its own process by importing this module.
+Not in a `tasks.py`: procrastinate imports the `tasks` module of every installed app into
+every process of the site, and the site's dashboard, admin filters and API would then list
+the `bench` queue and its tasks. Only the benchmark's processes load these: its worker
+processes through PROCRASTINATE_IMPORT_PATHS=bench.worker_tasks (bench.workers), the
+benchmark's own process and web server by importing this module. Their names are
+explicit (`bench.*`), so that moving this module changes none.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 from django.utils import timezone
 from procrastinate.contrib.django import app
 from procrastinate.tasks import Task
+from procrastinate.types import JSONDict
 
 from jobs.models import Notification
 
@@ -48,3 +52,8 @@ TASKS: dict[str, Task[Any, Any, Any]] = {
     "orm_sync": orm_sync,
     "orm_async": orm_async,
 }
+
+
+def noop_kwargs(n: int) -> JSONDict:
+    """The arguments of the n-th no-op job."""
+    return {"n": n}

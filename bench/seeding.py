@@ -1,85 +1,25 @@
-"""Benchmark building blocks: a scratch database, seeding with SQL set operations, a real
-ASGI server, and HTTP timing.
+"""Test data at scale in a scratch database: procrastinate's tables written directly with
+`INSERT ... SELECT generate_series(...)`.
 
-Benchmarks never run against the site's data: `scratch_database` creates a database next
-to the configured one, migrates it, and drops it afterwards. Seeding writes procrastinate's
-tables directly with `INSERT ... SELECT generate_series(...)`: this is test data at a scale
-(millions of rows in seconds) that deferring one job at a time cannot reach; the rows have
-the shape procrastinate gives them, events and results included.
+Deferring one job at a time cannot reach millions of rows in seconds; set operations can.
+The rows have the shape procrastinate gives them, events and results included, and the
+result rows this project's worker middleware writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import http.cookies
-import os
-import re
-import socket
-import statistics
-import subprocess
-import sys
-import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from croniter import croniter
-from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from procrastinate.contrib.django import app
 
-from jobs.databases import connection_kwargs, create_database, database_url, drop_database
-from jobs.processes import web_server_command
-
-
-@dataclass(frozen=True)
-class ScratchDatabase:
-    name: str
-    url: str
-
-    def environment(self, **extra: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DATABASE_URL": self.url,
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "PYTHONUNBUFFERED": "1",
-            **extra,
-        }
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(**connection_kwargs(self.name), autocommit=True)
-
-    def manage(self, *args: str) -> str:
-        """Run a manage.py command against this database; return its output."""
-        completed = subprocess.run(
-            [sys.executable, "-m", "django", *args],
-            cwd=settings.BASE_DIR,
-            env=self.environment(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{completed.stderr[-3000:]}")
-        return completed.stdout
-
-
-@contextmanager
-def scratch_database(name: str, *, keep: bool = False) -> Iterator[ScratchDatabase]:
-    """A freshly created and migrated database `name`, dropped at the end unless `keep`."""
-    create_database(name)
-    database = ScratchDatabase(name=name, url=database_url(name=name))
-    try:
-        database.manage("migrate", "--noinput", "-v", "0")
-        yield database
-    finally:
-        if not keep:
-            drop_database(name)
+from bench.scratch import ScratchDatabase
 
 
 def seed_finished_jobs(database: ScratchDatabase, count: int, *, batch: int = 250_000) -> float:
@@ -131,122 +71,6 @@ def seed_finished_jobs(database: ScratchDatabase, count: int, *, batch: int = 25
             )
         conn.execute("ANALYZE")
     return time.monotonic() - started
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def web_server(database: ScratchDatabase, **env: str) -> Iterator[int]:
-    """uvicorn on a free local port against `database`; yields the port."""
-    port = free_port()
-    process = subprocess.Popen(
-        web_server_command("127.0.0.1", port, "--no-access-log", "--log-level", "warning"),
-        cwd=settings.BASE_DIR,
-        env=database.environment(**env),
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the web server did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-@dataclass(frozen=True)
-class Latency:
-    count: int
-    median_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, seconds: list[float]) -> Latency:
-        ms = sorted(value * 1000 for value in seconds)
-        quantiles = statistics.quantiles(ms, n=100, method="inclusive")
-        return cls(
-            count=len(ms),
-            median_ms=statistics.median(ms),
-            p95_ms=quantiles[94],
-            p99_ms=quantiles[98],
-            max_ms=ms[-1],
-        )
-
-
-def time_requests(
-    port: int, requests: list[tuple[str, str, bytes | None]], headers: dict[str, str]
-) -> tuple[Latency, list[int]]:
-    """Send `(method, path, body)` requests one after another on one keep-alive connection."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    durations: list[float] = []
-    statuses: list[int] = []
-    try:
-        for method, path, body in requests:
-            started = time.perf_counter()
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            durations.append(time.perf_counter() - started)
-            statuses.append(response.status)
-    finally:
-        connection.close()
-    return Latency.of(durations), statuses
-
-
-def requests_per_second(
-    port: int,
-    make_request: Callable[[int], tuple[str, str, bytes | None]],
-    headers: dict[str, str],
-    *,
-    seconds: float,
-    clients: int,
-) -> tuple[float, dict[int, int]]:
-    """Run `clients` keep-alive clients for `seconds`; return requests/s and status counts."""
-    counts: dict[int, int] = {}
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def client(number: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        sent = 0
-        local: dict[int, int] = {}
-        try:
-            while time.monotonic() < stop_at:
-                method, path, body = make_request(number * 10_000_000 + sent)
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                local[response.status] = local.get(response.status, 0) + 1
-                sent += 1
-        finally:
-            connection.close()
-            with lock:
-                for status, n in local.items():
-                    counts[status] = counts.get(status, 0) + n
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    return sum(counts.values()) / elapsed, counts
 
 
 # --- A queue's history at scale: jobs of every status, their events and results ----------
@@ -549,59 +373,6 @@ def create_superuser(database: ScratchDatabase, username: str, password: str) ->
             """,
             [make_password(password), username],
         )
-
-
-def _set_cookies(response: http.client.HTTPResponse) -> dict[str, str]:
-    jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
-    for header in response.headers.get_all("Set-Cookie") or []:
-        jar.load(header)
-    return {name: morsel.value for name, morsel in jar.items()}
-
-
-def admin_login(port: int, username: str, password: str) -> str:
-    """Log in through the admin's login form; return the `Cookie` header of the session."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", "/admin/login/")
-        response = connection.getresponse()
-        page = response.read().decode()
-        cookies = _set_cookies(response)
-        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-        if found is None:
-            raise RuntimeError("no login form at /admin/login/")
-        form = urllib.parse.urlencode(
-            {
-                "username": username,
-                "password": password,
-                "csrfmiddlewaretoken": found[1],
-                "next": "/admin/",
-            }
-        )
-        connection.request(
-            "POST",
-            "/admin/login/",
-            body=form,
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
-            },
-        )
-        response = connection.getresponse()
-        response.read()
-        if response.status != 302:
-            raise RuntimeError(f"logging in failed with HTTP {response.status}")
-        cookies |= _set_cookies(response)
-    finally:
-        connection.close()
-    return "; ".join(f"{k}={v}" for k, v in cookies.items())
-
-
-def time_statement(database: ScratchDatabase, sql: str) -> float:
-    """Seconds one run of `sql` takes on `database`."""
-    with database.connect() as conn:
-        started = time.perf_counter()
-        conn.execute(sql).fetchall()
-        return time.perf_counter() - started
 
 
 def refresh_heartbeats(database: ScratchDatabase) -> None:

@@ -1,5 +1,5 @@
 """ASGI entry point of the benchmark's web server (uvicorn `--factory`): the project's
-application answering the URLs of jobs.bench_urls.
+application answering the URLs of bench.urls.
 
 Only that server process runs this. It changes ROOT_URLCONF there, as Django's
 `override_settings` would, so the site's own URLs never include the benchmark views. Django
@@ -17,5 +17,5 @@ def application() -> Any:
     handler = get_asgi_application()
     from django.conf import settings
 
-    settings.ROOT_URLCONF = "jobs.bench_urls"
+    settings.ROOT_URLCONF = "bench.urls"
     return handler

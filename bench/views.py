@@ -1,14 +1,13 @@
-"""URLs of the benchmark's web server only (`bench_jobs` measures what deferring adds to a
+"""Views of the benchmark's web server only (`bench_jobs` measures what deferring adds to a
 view's response time): the same write with and without a deferred job, sync and async."""
 
 from __future__ import annotations
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from jobs.bench_tasks import noop_async, noop_sync
+from bench.worker_tasks import noop_async, noop_sync
 from jobs.models import Notification
 from jobs.transaction import async_atomic
 
@@ -45,11 +44,3 @@ async def awrite_and_defer(request: HttpRequest) -> HttpResponse:
         )
         await noop_async.defer_async(n=notification.pk)
     return HttpResponse(str(notification.pk), status=201)
-
-
-urlpatterns = [
-    path("bench/sync/write/", write),
-    path("bench/sync/write-and-defer/", write_and_defer),
-    path("bench/async/write/", awrite),
-    path("bench/async/write-and-defer/", awrite_and_defer),
-]

@@ -2,25 +2,18 @@ from __future__ import annotations
 
 import json
 import random
-from argparse import ArgumentTypeError
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from jobs import benchmarks
+from bench.arguments import seconds
+from bench.http_load import requests_per_second, time_requests
+from bench.processes import web_server
+from bench.scratch import ScratchDatabase, scratch_database
+from bench.seeding import seed_finished_jobs
 from jobs.management.arguments import whole_number
-
-
-def positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 < number <= 3600:
-        raise ArgumentTypeError("must be between 0 and 3600 seconds")
-    return number
 
 
 class Command(BaseCommand):
@@ -37,7 +30,10 @@ class Command(BaseCommand):
             "--requests", type=whole_number(100), default=2000, help="Status requests to time."
         )
         parser.add_argument(
-            "--seconds", type=positive_float, default=5.0, help="Length of each defer run."
+            "--seconds",
+            type=seconds(0, 3600, exclusive_minimum=True),
+            default=5.0,
+            help="Length of each defer run.",
         )
         parser.add_argument(
             "--clients", type=whole_number(1), default=4, help="Concurrent defer clients."
@@ -49,7 +45,7 @@ class Command(BaseCommand):
         name = f"{connection.settings_dict['NAME']}_bench_api"
         self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
         try:
-            with benchmarks.scratch_database(name, keep=options["keep"]) as database:
+            with scratch_database(name, keep=options["keep"]) as database:
                 figures = self._run(database, options)
         except (RuntimeError, OSError) as exc:
             raise CommandError(str(exc)) from exc
@@ -58,10 +54,10 @@ class Command(BaseCommand):
             options["json"].write_text(json.dumps(figures, indent=2))
             self.stdout.write(f"Figures written to {options['json']}.")
 
-    def _run(self, database: benchmarks.ScratchDatabase, options: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, database: ScratchDatabase, options: dict[str, Any]) -> dict[str, Any]:
         jobs = options["jobs"]
         self.stdout.write(f"Seeding {jobs:,} finished jobs with their events and results...")
-        seed_seconds = benchmarks.seed_finished_jobs(database, jobs)
+        seed_seconds = seed_finished_jobs(database, jobs)
         self.stdout.write(f"  seeded in {seed_seconds:.1f} s")
         token = database.manage("create_api_token", "bench", "--tasks", "jobs.build_report")
         headers = {
@@ -71,13 +67,13 @@ class Command(BaseCommand):
         figures: dict[str, Any] = {"jobs_seeded": jobs, "seed_seconds": round(seed_seconds, 1)}
         picker = random.Random(1)
         # Pooled connections, as in production (DATABASE_POOL is on there by default).
-        with benchmarks.web_server(database, DATABASE_POOL="1") as port:
+        with web_server(database, DATABASE_POOL="1") as port:
             for label, prefix in (("sync", "/api"), ("async", "/api/async")):
                 ids = [picker.randint(1, jobs) for _ in range(options["requests"])]
-                benchmarks.time_requests(
+                time_requests(
                     port, [("GET", f"{prefix}/jobs/{i}/", None) for i in ids[:200]], headers
                 )
-                latency, statuses = benchmarks.time_requests(
+                latency, statuses = time_requests(
                     port, [("GET", f"{prefix}/jobs/{i}/", None) for i in ids], headers
                 )
                 if set(statuses) != {200}:
@@ -89,7 +85,7 @@ class Command(BaseCommand):
                     body = {"task": "jobs.build_report", "kwargs": {"report_id": n}}
                     return ("POST", f"{prefix}/jobs/", json.dumps(body).encode())
 
-                rate, counts = benchmarks.requests_per_second(
+                rate, counts = requests_per_second(
                     port, defer, headers, seconds=options["seconds"], clients=options["clients"]
                 )
                 if set(counts) != {201}:

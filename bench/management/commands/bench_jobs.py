@@ -14,7 +14,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from jobs import bench_tasks, benchmarks
+from bench import worker_tasks
+from bench.arguments import seconds
+from bench.chart import write_chart
+from bench.job_figures import run_all
+from bench.scratch import ScratchDatabase, scratch_database
 from jobs.management.arguments import whole_number
 
 SCRATCH_SUFFIX = "_bench_jobs"
@@ -22,20 +26,10 @@ SCRATCH_SUFFIX = "_bench_jobs"
 
 def kind_list(value: str) -> list[str]:
     kinds = [kind.strip() for kind in value.split(",") if kind.strip()]
-    unknown = sorted(set(kinds) - set(bench_tasks.TASKS))
+    unknown = sorted(set(kinds) - set(worker_tasks.TASKS))
     if unknown or not kinds:
-        raise ArgumentTypeError(f"choose among {', '.join(bench_tasks.TASKS)}")
+        raise ArgumentTypeError(f"choose among {', '.join(worker_tasks.TASKS)}")
     return kinds
-
-
-def interval(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0.05 <= number <= 60:
-        raise ArgumentTypeError("must be between 0.05 and 60 seconds")
-    return number
 
 
 class Command(BaseCommand):
@@ -50,7 +44,7 @@ class Command(BaseCommand):
             "--jobs", type=whole_number(100), default=5000, help="Jobs per drain run."
         )
         parser.add_argument(
-            "--kinds", type=kind_list, default=list(bench_tasks.TASKS), help="Task kinds."
+            "--kinds", type=kind_list, default=list(worker_tasks.TASKS), help="Task kinds."
         )
         parser.add_argument(
             "--repeat",
@@ -63,7 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--defer-count", type=whole_number(10), default=2000)
         parser.add_argument("--latency-count", type=whole_number(10), default=300)
         parser.add_argument("--polling-latency-count", type=whole_number(5), default=20)
-        parser.add_argument("--poll-interval", type=interval, default=1.0)
+        parser.add_argument("--poll-interval", type=seconds(0.05, 60), default=1.0)
         parser.add_argument("--requests", type=whole_number(20), default=500)
         parser.add_argument(
             "--soak", type=whole_number(0), default=0, help="Jobs for a soak run (0: none)."
@@ -84,7 +78,7 @@ class Command(BaseCommand):
         with tempfile.TemporaryDirectory() as scratch_dir:
             figures_file = Path(scratch_dir) / "figures.json"
             try:
-                with benchmarks.scratch_database(name, keep=options["keep"]) as database:
+                with scratch_database(name, keep=options["keep"]) as database:
                     self._run_child(database, options, figures_file)
             except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
                 raise CommandError(str(exc)) from exc
@@ -92,15 +86,11 @@ class Command(BaseCommand):
         output: Path = options["output"]
         output.mkdir(parents=True, exist_ok=True)
         (output / "figures.json").write_text(json.dumps(figures, indent=2))
-        from jobs.worker_benchmark import write_chart
-
         write_chart(figures, output / "chart.png")
         self._report(figures)
         self.stdout.write(f"Figures: {output / 'figures.json'}; chart: {output / 'chart.png'}")
 
-    def _run_child(
-        self, database: benchmarks.ScratchDatabase, options: dict[str, Any], into: Path
-    ) -> None:
+    def _run_child(self, database: ScratchDatabase, options: dict[str, Any], into: Path) -> None:
         forwarded = [
             "--jobs", str(options["jobs"]), "--kinds", ",".join(options["kinds"]),
             "--repeat", str(options["repeat"]),
@@ -122,8 +112,6 @@ class Command(BaseCommand):
     def _measure(self, options: dict[str, Any]) -> None:
         if not str(connection.settings_dict["NAME"]).endswith(SCRATCH_SUFFIX):
             raise CommandError("--measure-into runs only against the benchmark's scratch database.")
-        from jobs.worker_benchmark import run_all
-
         # This process defers thousands of jobs; a log line for each says nothing useful.
         procrastinate_logger = logging.getLogger("procrastinate")
         level = procrastinate_logger.level

@@ -1,0 +1,225 @@
+"""Measurements with real worker processes, run inside a process whose default database
+is the benchmark's scratch database (`manage.py bench_jobs`):
+
+- drain throughput: N queued jobs, a worker setup empties the queue; from the first job's
+  start to the last job's end (process start-up is not counted);
+- pickup latency: idle workers, one job at a time, from the job's `deferred` event to its
+  `started` event (both stamped by PostgreSQL's clock);
+- soak: a long run with finished jobs deleted, reporting worker memory and table sizes.
+
+The workers are the project's: `manage.py procrastinate worker` (the stock setup) and
+`manage.py run_workers`, with the bench tasks loaded through PROCRASTINATE_IMPORT_PATHS.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import psutil
+from django.db import connection
+from procrastinate.types import JSONDict
+
+from bench import worker_tasks
+from bench.processes import running
+from bench.timing import Latency
+from jobs.databases import listening_pids
+from jobs.models import Notification
+from jobs.processes import worker_command
+
+
+def worker_environment(**extra: str) -> dict[str, str]:
+    """The environment of the benchmark's processes: this one's, with the bench tasks."""
+    return {
+        **os.environ,
+        "PROCRASTINATE_IMPORT_PATHS": "bench.worker_tasks",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def running_workers(
+    command: list[str], **env: str
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """`command` (a worker setup) running with the bench tasks for the block's duration."""
+    return running(command, env=worker_environment(**env))
+
+
+def stock_worker() -> list[str]:
+    """`manage.py procrastinate worker` with its defaults, on the bench queue."""
+    return worker_command("--queues", worker_tasks.QUEUE)
+
+
+def run_workers(processes: int, concurrency: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "django", "run_workers", "--queues", worker_tasks.QUEUE,
+        "--processes", str(processes), "--concurrency", str(concurrency), "--name", "bench",
+        *extra,
+    ]  # fmt: skip
+
+
+def queued() -> int:
+    """Jobs of the bench queue still waiting or running."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s "
+            "AND status IN ('todo', 'doing')",
+            [worker_tasks.QUEUE],
+        )
+        return int(cursor.fetchone()[0])
+
+
+# --- Drain throughput -----------------------------------------------------------------
+
+
+def _arguments(kind: str, count: int) -> list[JSONDict]:
+    if kind.startswith("orm"):
+        rows = Notification.objects.bulk_create(
+            Notification(recipient="bench@example.com", subject="bench") for _ in range(count)
+        )
+        return [{"notification_id": row.pk} for row in rows]
+    return [worker_tasks.noop_kwargs(n) for n in range(count)]
+
+
+def _analyze() -> None:
+    """Bring the planner's statistics up to date, as autovacuum keeps them on a live site.
+
+    Thousands of jobs were just queued into a young table: without this, the first setup
+    measured would run on statistics that describe the table as it was, the next one on
+    whatever autovacuum's latest pass left, and the comparison would measure that.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE procrastinate_jobs, procrastinate_events, jobs_jobresult")
+
+
+def drain(command: list[str], kind: str, count: int, timeout: float = 900) -> dict[str, float]:
+    """Queue `count` jobs of `kind`, let `command`'s workers empty the queue; jobs/s."""
+    task = worker_tasks.TASKS[kind]
+    arguments = _arguments(kind, count)
+    ids: list[int] = []
+    for first in range(0, count, 5000):
+        ids += task.batch_defer(*arguments[first : first + 5000])
+    _analyze()
+    deadline = time.monotonic() + timeout
+    with running_workers(command):
+        while queued():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind}: the queue did not drain in {timeout} s")
+            time.sleep(0.2)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT min(at) FILTER (WHERE type = 'started'),
+                   max(at) FILTER (WHERE type IN ('succeeded', 'failed')),
+                   count(*) FILTER (WHERE type = 'succeeded')
+            FROM procrastinate_events WHERE job_id BETWEEN %s AND %s
+            """,
+            [min(ids), max(ids)],
+        )
+        first_start, last_end, succeeded = cursor.fetchone()
+    seconds = (last_end - first_start).total_seconds()
+    if succeeded != count:
+        raise RuntimeError(f"{kind}: {succeeded} of {count} jobs succeeded")
+    return {"jobs": count, "seconds": round(seconds, 2), "per_second": round(count / seconds, 1)}
+
+
+# --- Pickup latency ---------------------------------------------------------------------
+
+
+def _wait_listening(before: set[int], expected: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(listening_pids() - before) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers never started listening")
+        time.sleep(0.1)
+
+
+def pickup_latency(command: list[str], count: int, *, listeners: int) -> Latency:
+    """Defer `count` no-op jobs one at a time to idle workers; latency defer → start."""
+    before = listening_pids()
+    ids = []
+    with running_workers(command):
+        if listeners:
+            _wait_listening(before, listeners)
+        else:
+            time.sleep(3)  # polling workers: let them all start
+        for n in range(count):
+            job_id = worker_tasks.noop_async.defer(n=n)
+            ids.append(job_id)
+            deadline = time.monotonic() + 30
+            while queued():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a job was never picked up")
+                time.sleep(0.001)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT max(at) FILTER (WHERE type = 'started')
+                   - min(at) FILTER (WHERE type = 'deferred')
+            FROM procrastinate_events WHERE job_id = ANY(%s) GROUP BY job_id
+            """,
+            [ids],
+        )
+        return Latency.of([row[0].total_seconds() for row in cursor.fetchall()])
+
+
+# --- Soak -------------------------------------------------------------------------------
+
+
+def _table_sizes() -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relname IN "
+            "('procrastinate_jobs', 'procrastinate_events', 'jobs_jobresult')"
+        )
+        return {name: int(size) for name, size in cursor.fetchall()}
+
+
+def _worker_memory(supervisor: subprocess.Popen[bytes]) -> list[int]:
+    try:
+        children = psutil.Process(supervisor.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return sorted(child.memory_info().rss for child in children)
+
+
+def soak(command: list[str], total: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Defer `total` no-op jobs in batches while the workers (deleting finished jobs) run."""
+    batch = 2000
+    samples: list[dict[str, Any]] = []
+    with running_workers(command) as supervisor:
+        time.sleep(5)
+        started = time.monotonic()
+        start_memory = _worker_memory(supervisor)
+        deferred = 0
+        while deferred < total:
+            size = min(batch, total - deferred)
+            worker_tasks.noop_async.batch_defer(
+                *(worker_tasks.noop_kwargs(deferred + i) for i in range(size))
+            )
+            deferred += size
+            while queued() > 20_000:  # keep a steady backlog, not an ever-growing one
+                time.sleep(0.2)
+            if deferred % 100_000 < batch:
+                sample = {"deferred": deferred, "sizes": _table_sizes()}
+                sample["rss"] = _worker_memory(supervisor)
+                samples.append(sample)
+                log(f"  soak: {deferred:,} deferred, worker RSS {sample['rss']}")
+        while queued():
+            time.sleep(0.5)
+        seconds = time.monotonic() - started
+        end_memory = _worker_memory(supervisor)
+    return {
+        "jobs": total,
+        "seconds": round(seconds, 1),
+        "per_second": round(total / seconds, 1),
+        "worker_rss_start": start_memory,
+        "worker_rss_end": end_memory,
+        "table_sizes_end": _table_sizes(),
+        "samples": samples,
+    }
