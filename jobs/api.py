@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +259,13 @@ def _lock(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= 255:
         raise ApiError(400, "Must be a string of 1 to 255 characters.", field_name)
     _check_text(value, field_name)
+    # procrastinate reads a taken queueing lock back out of PostgreSQL's error message, with
+    # a pattern a line break defeats (an AssertionError, so a 500, instead of the 409). A
+    # lock names something; it has no use for control characters.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ApiError(
+            400, "Must not contain control characters (line breaks, tabs, ...).", field_name
+        )
     return value
 
 
