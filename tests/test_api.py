@@ -357,6 +357,9 @@ BAD_BODIES: list[tuple[Any, int, str | None]] = [
         "kwargs.cc",
     ),
     (b'{"task": "jobs.send_notification", "kwargs": {"notification_id": NaN}}', 400, None),
+    # More digits than Python's int parser takes (4,300), and a number past float's range.
+    (b'{"task": "tests.echo", "kwargs": {"value": 1' + b"0" * 5000 + b"}}", 400, None),
+    (b'{"task": "tests.echo", "kwargs": {"value": 1e400}}', 400, "kwargs.value"),
     ({"task": "jobs.build_report", "kwargs": {"report_id": 1, "x": "a\u0000b"}}, 400, "kwargs.x"),
     (
         {"task": "jobs.build_report", "kwargs": {"report_id": 1}, "priority": "high"},
