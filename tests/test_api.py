@@ -571,6 +571,19 @@ def test_post__anonymous_is_401_even_with_csrf_checks(api: str, path: str) -> No
     assert not ProcrastinateJob.objects.exists()
 
 
+@pytest.mark.parametrize("path", ["jobs/", "jobs/1/cancel/", "jobs/1/abort/", "jobs/1/retry/"])
+def test_post__logged_in_without_csrf_is_403(api: str, path: str) -> None:
+    client = Client(enforce_csrf_checks=True)
+    user = User.objects.create_user("gil", password="pw")
+    client.force_login(grant(user, "defer_job", "manage_job"))
+
+    response = post_json(client, f"{api}/{path}", report_body())
+
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["error"]
+    assert not ProcrastinateJob.objects.exists()
+
+
 @pytest.mark.parametrize("header", ["Bearer pgj_ab\u0000cd_secret", "Bearer pgj_\u00e9_secret"])
 def test_defer__token_with_odd_characters_is_401(client: Client, api: str, header: str) -> None:
     response = client.post(
