@@ -275,6 +275,10 @@ JOBS_RESULT_RUNNING_AFTER_MS = env_int("JOBS_RESULT_RUNNING_AFTER_MS", 1000)
 JOBS_API_MAX_BODY_BYTES = env_int("JOBS_API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 # How far ahead the job API lets a client schedule a job.
 JOBS_API_MAX_SCHEDULE_DAYS = env_int("JOBS_API_MAX_SCHEDULE_DAYS", 365, minimum=1)
+# Highest priority the job API accepts from a client (higher runs first). At 0, the default
+# priority of the site's own jobs, a client may lower its job's priority but not put it
+# ahead of them; lower still (negative) keeps every API job behind the site's.
+JOBS_API_MAX_PRIORITY = env_int("JOBS_API_MAX_PRIORITY", 0, minimum=-(2**31))
 
 # Comments (user content with a lifetime) are deleted this many hours after creation.
 JOBS_COMMENT_LIFETIME_HOURS = env_int("JOBS_COMMENT_LIFETIME_HOURS", 24, minimum=1)
