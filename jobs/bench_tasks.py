@@ -13,7 +13,7 @@ from django.utils import timezone
 from procrastinate.contrib.django import app
 from procrastinate.tasks import Task
 
-from jobs.models import Notification
+from example.models import Notification
 
 QUEUE = "bench"
 

@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
+from example.models import Notification
 from jobs.bench_tasks import noop_async, noop_sync
-from jobs.models import Notification
 from jobs.transaction import async_atomic
 
 

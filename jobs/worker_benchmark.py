@@ -31,10 +31,10 @@ from django.db import connection, transaction
 from procrastinate import tasks as procrastinate_tasks
 from procrastinate.types import JSONDict
 
+from example.models import Notification
 from jobs import bench_tasks
 from jobs.benchmarks import Latency, free_port, time_requests
 from jobs.databases import listening_pids
-from jobs.models import Notification
 from jobs.processes import web_server_command, worker_command
 from jobs.transaction import async_atomic
 

@@ -12,7 +12,8 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs.models import ApiToken, Notification
+from example.models import Notification
+from jobs.models import ApiToken
 from jobs.tokens import issue_token
 
 pytestmark = pytest.mark.django_db
