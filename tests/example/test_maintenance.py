@@ -4,10 +4,14 @@ and the periodic task (from its tick)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -69,3 +73,28 @@ def test_delete_expired_comments__periodic_task_uses_its_timestamp() -> None:
     # A tick from a day ago sees the 30-hour-old comment as 6 hours old: nothing expires.
     assert tasks.delete_expired_comments(timestamp=a_day_ago) == {"deleted": 0}
     assert tasks.delete_expired_comments(timestamp=int(now.timestamp())) == {"deleted": 1}
+
+
+def test_comment_lifetime__setting_reads_its_old_environment_name_too() -> None:
+    def lifetime(**env: str) -> str:
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in {"EXAMPLE_COMMENT_LIFETIME_HOURS", "JOBS_COMMENT_LIFETIME_HOURS"}
+        }
+        environment.update(env, DJANGO_SETTINGS_MODULE="project.settings")
+        code = "from django.conf import settings; print(settings.EXAMPLE_COMMENT_LIFETIME_HOURS)"
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=settings.BASE_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout.strip() or result.stderr
+
+    assert lifetime() == "24"
+    assert lifetime(JOBS_COMMENT_LIFETIME_HOURS="6") == "6"
+    assert lifetime(EXAMPLE_COMMENT_LIFETIME_HOURS="3", JOBS_COMMENT_LIFETIME_HOURS="6") == "3"
+    assert "must be at least 1" in lifetime(EXAMPLE_COMMENT_LIFETIME_HOURS="0")
