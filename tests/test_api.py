@@ -15,9 +15,11 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import tasks
+from example import tasks as example_tasks
+from example.models import Notification
+from jobs import tasks as jobs_tasks
 from jobs.http_tasks import api_lock
-from jobs.models import ApiToken, JobResult, Notification
+from jobs.models import ApiToken, JobResult
 from jobs.tokens import issue_token
 from tests import api_tasks  # noqa: F401  (registers the test-only tasks)
 from tests.conftest import JobMaker
@@ -300,9 +302,9 @@ def test_defer__a_token_cannot_block_the_sites_own_locks(
     timestamp = int(timezone.now().timestamp())
 
     # procrastinate refuses a second waiting job with a queueing lock (AlreadyEnqueued)...
-    comments = tasks.delete_expired_comments.configure().defer(timestamp=timestamp)
+    comments = example_tasks.delete_expired_comments.configure().defer(timestamp=timestamp)
     # ...and runs no job while an earlier one with its lock waits, however far ahead.
-    recovery = tasks.recover_stalled_jobs.configure().defer(timestamp=timestamp)
+    recovery = jobs_tasks.recover_stalled_jobs.configure().defer(timestamp=timestamp)
     run_worker("--queues", "maintenance")
 
     statuses = dict(

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from procrastinate.contrib.django.models import ProcrastinateJob
 
+from example.models import Notification, Report
 from jobs.http_tasks import api_lock, get_task
-from jobs.models import Notification, Report
 from jobs.tokens import issue_token
 from tests import api_tasks
 from tests.api_tasks import API_TASKS

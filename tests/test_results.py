@@ -11,8 +11,9 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import services, tasks
-from jobs.models import JobResult, Notification, Report
+from example import services, tasks
+from example.models import Notification, Report
+from jobs.models import JobResult
 from jobs.testing import WorkerProcess, wait_until
 from jobs.tokens import issue_token
 from tests.conftest import TEST_TASKS
