@@ -25,7 +25,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -40,6 +39,7 @@ from procrastinate import tasks as procrastinate_tasks
 from procrastinate.contrib.django import app
 
 from jobs import tokens
+from jobs.conf import jobs_settings
 from jobs.http_tasks import (
     ArgumentError,
     check_arguments,
@@ -176,7 +176,7 @@ class DeferRequest:
 
 
 def read_body(request: HttpRequest) -> bytes:
-    limit = settings.JOBS_API_MAX_BODY_BYTES
+    limit = jobs_settings.JOBS_API_MAX_BODY_BYTES
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
@@ -242,9 +242,9 @@ def _schedule_in(value: Any) -> dict[str, float]:
         delay = dt.timedelta(**value)
     except OverflowError:
         delay = dt.timedelta.max
-    if delay > dt.timedelta(days=settings.JOBS_API_MAX_SCHEDULE_DAYS):
+    if delay > dt.timedelta(days=jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS):
         raise ApiError(
-            400, f"At most {settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.", "schedule_in"
+            400, f"At most {jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.", "schedule_in"
         )
     return value
 
@@ -260,9 +260,9 @@ def _schedule_at(value: Any) -> dt.datetime:
         raise ApiError(400, "Must be an ISO 8601 date and time string.", "schedule_at")
     if timezone.is_naive(when):
         raise ApiError(400, "Must include a UTC offset, such as Z or +02:00.", "schedule_at")
-    if when - timezone.now() > dt.timedelta(days=settings.JOBS_API_MAX_SCHEDULE_DAYS):
+    if when - timezone.now() > dt.timedelta(days=jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS):
         raise ApiError(
-            400, f"At most {settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.", "schedule_at"
+            400, f"At most {jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.", "schedule_at"
         )
     return when
 
