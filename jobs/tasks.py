@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.conf import settings
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
 from jobs import background_commands, maintenance, retention, stalled
+from jobs.conf import jobs_settings
 
 # The queue of the job system's own work. Workers started without `--queues` listen to
 # every queue (and to procrastinate's `builtin` queue).
@@ -42,7 +42,7 @@ def delete_expired_tokens(timestamp: int) -> dict[str, object]:
     """Delete API tokens expired or revoked more than JOBS_EXPIRED_TOKEN_KEEP_DAYS ago."""
     deleted = maintenance.delete_expired_tokens(
         now=maintenance.from_timestamp(timestamp),
-        keep_for=dt.timedelta(days=settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS),
+        keep_for=dt.timedelta(days=jobs_settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS),
     )
     return {"deleted": deleted}
 
@@ -77,7 +77,7 @@ def compute_daily_statistics(timestamp: int) -> dict[str, object]:
 def prune_jobs(timestamp: int) -> dict[str, object]:
     """Delete finished jobs (with events and results) past JOBS_RETENTION_HOURS."""
     pruned = retention.prune_jobs(
-        now=maintenance.from_timestamp(timestamp), hours=settings.JOBS_RETENTION_HOURS
+        now=maintenance.from_timestamp(timestamp), hours=jobs_settings.JOBS_RETENTION_HOURS
     )
     return {item.status: item.jobs for item in pruned}
 
@@ -94,7 +94,7 @@ def prune_jobs(timestamp: int) -> dict[str, object]:
 async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
     """Retry (or fail, per task policy) jobs whose worker stopped sending heartbeats."""
     recovered = await stalled.arecover_stalled_jobs(
-        stalled_after=settings.JOBS_STALLED_WORKER_SECONDS
+        stalled_after=jobs_settings.JOBS_STALLED_WORKER_SECONDS
     )
     return {
         "retried": [r.job_id for r in recovered if r.action == "retried"],
