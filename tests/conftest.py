@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -171,13 +171,21 @@ def _chromium() -> tuple[str, str] | None:
     return (binary, driver) if binary and driver else None
 
 
+def _without_browser(reason: str) -> NoReturn:
+    """Skip a browser test, saying why; under CI (CI=true) fail it instead, so that CI
+    cannot go green with the browser tests left out (.ci/run installs the browser)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}, and CI=true requires the browser tests to run")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    """Headless Chromium driven by selenium; skipped when Chromium is not installed
-    (.ci/run installs Debian's chromium and chromium-driver)."""
+    """Headless Chromium driven by selenium; skipped when Chromium is not installed, except
+    under CI (.ci/run installs Debian's chromium and chromium-driver)."""
     found = _chromium()
     if found is None:
-        pytest.skip(
+        _without_browser(
             "Chromium and chromedriver are not installed (apt install chromium chromium-driver)"
         )
     from selenium import webdriver
