@@ -163,12 +163,13 @@ def prune_jobs(timestamp: int) -> dict[str, object]:
     return {item.status: item.jobs for item in pruned}
 
 
-# Every minute.
+# Every minute. No `lock`: a recovery whose own worker died would stay `doing` holding it,
+# and no later one could run to recover it. Two at once are harmless (jobs/stalled.py
+# recovers each attempt once); the queueing lock keeps ticks from piling up.
 @app.periodic(cron="* * * * *", periodic_id="every-minute")
 @app.task(
     name="jobs.recover_stalled_jobs",
     queue=MAINTENANCE_QUEUE,
-    lock="jobs.recover_stalled_jobs",
     queueing_lock="jobs.recover_stalled_jobs",
     retry=False,
 )

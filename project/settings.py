@@ -222,6 +222,15 @@ JOBS_RETENTION_HOURS = {
 # A job is stalled when its worker sent no heartbeat for this long (workers beat every
 # 10 s by default); the recovery task then retries or fails it.
 JOBS_STALLED_WORKER_SECONDS = env_int("JOBS_STALLED_WORKER_SECONDS", 60, minimum=5)
+# Workers beat four times per JOBS_STALLED_WORKER_SECONDS at least (every 10 s at the default
+# 60 s), so a live worker is never taken for a stalled one. procrastinate's worker also deletes,
+# as it starts, the workers silent for `stalled_worker_timeout` (30 s by default), which hands
+# their running jobs straight to recovery: the same age as recovery's keeps a starting worker
+# from orphaning the jobs of one only late.
+PROCRASTINATE_WORKER_DEFAULTS["update_heartbeat_interval"] = min(
+    10.0, JOBS_STALLED_WORKER_SECONDS / 4
+)
+PROCRASTINATE_WORKER_DEFAULTS["stalled_worker_timeout"] = float(JOBS_STALLED_WORKER_SECONDS)
 # Management commands that may run as background jobs (jobs.run_management_command).
 JOBS_BACKGROUND_COMMANDS = env_list(
     "JOBS_BACKGROUND_COMMANDS",
