@@ -256,7 +256,7 @@ def site_server(
             process.wait()
 
 
-def _children(pid: int) -> dict[int, str]:
+def child_processes(pid: int) -> dict[int, str]:
     """Processes whose parent is `pid`, with their start times (Linux /proc; empty elsewhere).
 
     The start time tells a child from a later process that got its pid back.
@@ -315,7 +315,7 @@ def start_run_workers(
     for group in started:
         if group.process.poll() is None:
             # The workers run in sessions of their own: a killed supervisor leaves them.
-            workers = _children(group.process.pid)
+            workers = child_processes(group.process.pid)
             group.process.send_signal(signal.SIGTERM)
             try:
                 group.process.wait(timeout=90)

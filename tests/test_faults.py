@@ -14,9 +14,11 @@ event per run of a job).
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from io import StringIO
@@ -27,15 +29,25 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import close_old_connections, connection
+from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.types import JSONDict
 
-from jobs import testing
+from jobs import tasks, testing
 from jobs.databases import listening_pids
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
 from project import embedded_postgres
-from tests.conftest import TEST_TASKS
-from tests.slow_tasks import query_around_wait, quick, wait_for_file, wait_quietly
+from tests.conftest import TEST_TASKS, JobRuns, child_processes
+from tests.slow_tasks import (
+    RUNS_TABLE,
+    query_around_wait,
+    quick,
+    record_run,
+    wait_for_file,
+    wait_quietly,
+)
 
 # Real processes under a PostgreSQL restart or a migration: a minute, not the default 30 s.
 wait_until = functools.partial(testing.wait_until, timeout=60)
@@ -368,3 +380,148 @@ def test_migrate__applied_under_load_loses_no_job(
     wait_until(lambda: all_succeeded(deferred), timeout=120, what="every job succeeded")
     assert_ran_once(deferred)
     assert "exited with code" not in group.output()
+
+
+# --- Every job ends, and runs again only after a fault -----------------------------------
+
+DRAINED = 3000
+# Every 100th job holds its worker for a second, so that a kill surely finds one mid-run.
+LONG_EVERY = 100
+# Workers beat every 1.25 s and take each other for dead after 5 s of silence (the recovery
+# they run themselves); the PostgreSQL restart below cuts them off for well under that.
+FAULT_ENV = {**TEST_TASKS, "JOBS_STALLED_WORKER_SECONDS": "5"}
+QUEUES = "tests,maintenance"  # the recording jobs, and stalled-job recovery
+
+
+class RecoveryScheduler(threading.Thread):
+    """Defers `jobs.recover_stalled_jobs` twice a second, as the workers' scheduler does
+    every minute, for the workers to run. One waiting at a time (its queueing lock)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        task = app.configure_task(tasks.recover_stalled_jobs.name)
+        try:
+            while not self._stop_requested.wait(0.5):
+                try:
+                    task.defer(timestamp=int(time.time()))
+                except AlreadyEnqueued:
+                    pass  # the last one has not started yet
+                except Exception:
+                    close_old_connections()  # the database is restarting
+        except BaseException as error:  # reported by the test, not lost in a thread
+            self.error = error
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        self.join(timeout=30)
+        assert not self.is_alive()
+        assert self.error is None, repr(self.error)
+
+
+def long_job_running_in(pids: Iterable[int], long_jobs: list[int]) -> tuple[int, int] | None:
+    """(worker pid, job id) of a long job that one of `pids` started recording less than
+    half a second ago, and so still runs for half a second or more."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT run.pid, run.job_id FROM {RUNS_TABLE} run "
+            "JOIN procrastinate_jobs job ON job.id = run.job_id AND job.attempts = run.attempt "
+            "WHERE job.status = 'doing' AND run.pid = ANY(%s) AND run.job_id = ANY(%s) "
+            "AND run.at > clock_timestamp() - interval '0.5 seconds' LIMIT 1",
+            [list(pids), long_jobs],
+        )
+        row = cursor.fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "project.embedded_postgres",
+    reason="DATABASE_URL points at an external PostgreSQL: this test restarts the embedded one",
+)
+def test_workers__every_job_ends_and_runs_again_only_after_its_worker_died(
+    job_runs: JobRuns,
+    start_run_workers: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Thousands of jobs drained by `run_workers` (two processes) and the stock worker,
+    while workers are killed mid-job (and replaced), PostgreSQL restarts once, and the
+    workers run stalled-job recovery. README's promise, checked on every execution."""
+    group = start_run_workers(
+        "--processes", "2", "--concurrency", "4", "--queues", QUEUES, "--name", "drain",
+        **FAULT_ENV,
+    )  # fmt: skip
+    stock = start_worker("--queues", QUEUES, "--name", "stock", "--concurrency", "4", **FAULT_ENV)
+    wait_for_listeners(3, group)
+    arguments: list[JSONDict] = [
+        {"n": n, "hold": 1.0 if n % LONG_EVERY == 0 else 0.005} for n in range(DRAINED)
+    ]
+    job_ids = record_run.batch_defer(*arguments)
+    long_jobs = job_ids[::LONG_EVERY]
+    killed: set[int] = set()
+    hit: dict[int, int] = {}  # job id -> the worker killed while it ran it
+
+    def kill_mid_job(pids: Iterable[int]) -> None:
+        pid, job_id = wait_until(lambda: long_job_running_in(pids, long_jobs), what="a long job")
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        hit[job_id] = pid
+
+    def progress(share: float) -> None:
+        wait_until(lambda: job_runs.count() >= DRAINED * share, timeout=120, what=f"{share:.0%}")
+
+    scheduler = RecoveryScheduler()
+    scheduler.start()
+    try:
+        progress(0.1)
+        kill_mid_job(child_processes(group.process.pid))
+        wait_for_listeners(3, group)  # run_workers started it again
+        progress(0.3)
+        kill_mid_job([stock.process.pid])
+        stock.stop(signal.SIGKILL)  # reaped
+        start_worker("--queues", QUEUES, "--name", "stock-2", "--concurrency", "4", **FAULT_ENV)
+        progress(0.5)
+        embedded_postgres.restart(embedded_data_dir())
+        connection.close()  # this test's own connection was cut too
+        wait_for_listeners(3, group)
+        progress(0.7)
+        kill_mid_job(child_processes(group.process.pid))
+        wait_until(
+            lambda: set(statuses(job_ids).values()) <= {"succeeded", "failed"},
+            timeout=120,
+            what="every job ended",
+        )
+    finally:
+        scheduler.stop()
+
+    # Every job ended, and succeeded: its retries covered every lost run.
+    assert Counter(statuses(job_ids).values()) == {"succeeded": DRAINED}
+    runs = job_runs.of(job_ids)
+    assert [job_id for job_id, its_runs in runs.items() if not its_runs] == []
+    # A job ran more than once only when a worker was killed while running it, and then
+    # once more per recovery: every run but its last was in a killed worker.
+    retries = Counter(
+        ProcrastinateEvent.objects.filter(
+            job_id__in=job_ids, type="deferred_for_retry"
+        ).values_list("job_id", flat=True)
+    )
+    again = {job_id: its_runs for job_id, its_runs in runs.items() if len(its_runs) > 1}
+    wrong = {
+        job_id: [(run.pid, run.attempt) for run in its_runs]
+        for job_id, its_runs in again.items()
+        if any(run.pid not in killed for run in its_runs[:-1])
+        or len(its_runs) - 1 > retries[job_id]
+    }
+    assert wrong == {}, f"killed: {killed}; jobs that ran again without cause: {wrong}"
+    # The kills did find jobs running, and those ran again elsewhere, to the end.
+    assert len(hit) == 3
+    for job_id, pid in hit.items():
+        assert runs[job_id][0].pid == pid
+        assert len(runs[job_id]) >= 2
+        assert runs[job_id][-1].pid not in killed
+    assert group.output().count("exited with code -9") == 2  # and nothing else exited
+    assert "exited with code 1" not in group.output()

@@ -27,12 +27,13 @@ from django.db import connection, transaction
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.types import JSONDict
 
 from jobs import stalled, tasks
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess, wait_until
 from tests.conftest import TEST_TASKS, JobRuns
-from tests.slow_tasks import quick, record_then_wait
+from tests.slow_tasks import quick, record_run, record_then_wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -324,3 +325,26 @@ def test_recover_stalled_jobs_task__recovers_a_recovery_whose_worker_died(
     assert ProcrastinateJob.objects.filter(
         task_name="jobs.recover_stalled_jobs", status="succeeded"
     ).exists()
+
+
+def test_recover_stalled_jobs_task__runs_ahead_of_a_backlog(
+    job_runs: JobRuns, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    arguments: list[JSONDict] = [{"n": n, "hold": 0.1} for n in range(30)]
+    backlog = record_run.batch_defer(*arguments)
+    # As it starts, the worker's scheduler defers the minute's recovery: after the backlog.
+    start_worker("--queues", "tests,maintenance", **TEST_TASKS)
+
+    recovery = wait_until(
+        lambda: ProcrastinateJob.objects.filter(
+            task_name=tasks.recover_stalled_jobs.name, status="succeeded"
+        ).first(),
+        what="a recovery succeeded",
+    )
+
+    # Taken at the worker's next fetch, ahead of the jobs deferred before it: one at most
+    # started in between (the one that fetch had taken as the recovery was deferred).
+    events = dict(ProcrastinateEvent.objects.filter(job_id=recovery.id).values_list("type", "id"))
+    backlog_started = ProcrastinateEvent.objects.filter(job_id__in=backlog, type="started")
+    assert backlog_started.filter(id__gt=events["started"]).exists()  # there was a backlog
+    assert backlog_started.filter(id__gt=events["deferred"], id__lt=events["started"]).count() <= 1
