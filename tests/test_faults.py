@@ -5,10 +5,15 @@
 - `run_workers`: SIGTERM stops all of its workers the same graceful way.
 - PostgreSQL restarted under running and waiting jobs: the workers reconnect by
   themselves, LISTEN/NOTIFY works again, every job runs once.
-- Migrations applied while workers drain and jobs are deferred: nothing is lost.
+- Migrations applied while workers drain and jobs are deferred (this project's indexes,
+  procrastinate's fetch function and events trigger): nothing is lost, events stay right.
+- Thousands of jobs drained while workers are killed mid-job, PostgreSQL restarts and the
+  workers run stalled-job recovery: every job ends, and runs again only after its worker
+  died, once per recovery (README, "Guarantees").
 
-Every check reads the database: job statuses and procrastinate's events (one "started"
-event per run of a job).
+Every check reads the database: job statuses, procrastinate's events (one "started" event
+per run of a job) and, for the tasks that record them, the executions themselves (one row
+per run in `test_job_runs`, see tests/slow_tasks.py).
 """
 
 from __future__ import annotations
@@ -120,14 +125,16 @@ def running_jobs(job_ids: list[int]) -> int:
 
 
 class Deferrer(threading.Thread):
-    """Defers `tests.quick` jobs one at a time, as a busy site would, until stopped.
+    """Defers jobs (`tests.quick` unless told) one at a time, as a busy site would, until
+    stopped.
 
     A defer that fails (the database is restarting) is tried again on a new connection;
     only defers that returned a job id count as deferred.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, defer: Callable[[int], int] | None = None) -> None:
         super().__init__(daemon=True)
+        self.defer = defer or (lambda n: int(quick.defer(n=n)))
         self.job_ids: list[int] = []
         self.failures = 0
         self.error: BaseException | None = None
@@ -138,7 +145,7 @@ class Deferrer(threading.Thread):
             n = 0
             while not self._stop_requested.is_set():
                 try:
-                    self.job_ids.append(int(quick.defer(n=n)))
+                    self.job_ids.append(self.defer(n))
                     n += 1
                 except Exception:
                     self.failures += 1
@@ -162,8 +169,8 @@ class Deferrer(threading.Thread):
 
 
 @contextmanager
-def deferring() -> Iterator[Deferrer]:
-    deferrer = Deferrer()
+def deferring(defer: Callable[[int], int] | None = None) -> Iterator[Deferrer]:
+    deferrer = Deferrer(defer)
     deferrer.start()
     try:
         yield deferrer
@@ -340,11 +347,27 @@ def test_workers__survive_a_postgresql_restart(
 
 # --- Deploy under load ------------------------------------------------------------------
 
-# The latest migrations of `jobs` build indexes concurrently on the tables the workers
-# write to (0004 on procrastinate's jobs and events, 0005 on results): rolled back, then
-# applied again while workers drain and jobs keep coming, as in a deploy.
+# Migrations applied while workers drain and jobs keep coming, as in a deploy:
+# - the latest of `jobs` build indexes concurrently on the tables the workers write to (0004
+#   on procrastinate's jobs and events, 0005 on results): rolled back, then applied again;
+# - procrastinate's own cannot be rolled back (plain SQL with no reverse). Those of its latest
+#   that can run twice, each dropping and creating again what it defines, are recorded as
+#   not applied, then applied again: 0039 replaces the function every worker fetches its
+#   jobs with, 0041 the trigger (and its function) that writes every job's events. 0040 (a
+#   new value of an enum type, a new function) cannot run twice: it is only recorded.
 BEFORE_DEPLOY = "0003_comments_statistics_token_expiry"
 DEPLOYED_INDEXES = ("jobs_job_status_id", "jobs_event_type_at", "jobs_result_failed_at")
+PROCRASTINATE_BEFORE = "0038_post_batch_defer_jobs"
+PROCRASTINATE_REAPPLIED = "0039_pre_priority_lock_fetch_job"
+PROCRASTINATE_RECORDED_ONLY = "0040_pre_retry_failed_job"
+# What those two migrations of procrastinate create: new objects (new oids) once reapplied.
+REAPPLIED_OBJECTS = """
+SELECT 'fetch function', oid FROM pg_proc WHERE proname = 'procrastinate_fetch_job_v2'
+UNION ALL SELECT 'events trigger', oid FROM pg_trigger
+ WHERE tgname = 'procrastinate_trigger_status_events_update_v1'
+UNION ALL SELECT 'events function', oid FROM pg_proc
+ WHERE proname = 'procrastinate_trigger_function_status_events_update_v1'
+"""
 
 
 def existing_indexes() -> set[str]:
@@ -355,10 +378,27 @@ def existing_indexes() -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
+def reapplied_objects() -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(REAPPLIED_OBJECTS)
+        return {name: int(oid) for name, oid in cursor.fetchall()}
+
+
+def restore_migrations() -> None:
+    """The schema the other tests expect, from any point of the deploy below: procrastinate's
+    objects are all there throughout (each reapplied migration runs in one transaction)."""
+    call_command("migrate", "procrastinate", fake=True, verbosity=0)
+    call_command("migrate", "jobs", BEFORE_DEPLOY, fake=True, verbosity=0)
+    call_command("migrate", verbosity=0)
+
+
 def test_migrate__applied_under_load_loses_no_job(
-    start_run_workers: Callable[..., WorkerProcess],
+    job_runs: JobRuns, start_run_workers: Callable[..., WorkerProcess]
 ) -> None:
     call_command("migrate", "jobs", BEFORE_DEPLOY, verbosity=0)
+    # Records only; `jobs` 0002 and 0003, which depend on procrastinate's latest, go too.
+    call_command("migrate", "procrastinate", PROCRASTINATE_BEFORE, fake=True, verbosity=0)
+    before = reapplied_objects()
     try:
         assert existing_indexes() == set()
         group = start_run_workers(
@@ -366,18 +406,32 @@ def test_migrate__applied_under_load_loses_no_job(
             **TEST_TASKS,
         )  # fmt: skip
         wait_for_listeners(2, group)
-        with deferring() as deferrer:
+        with deferring(lambda n: int(record_run.defer(n=n))) as deferrer:
             deferrer.wait_for(100)
+            call_command("migrate", "procrastinate", PROCRASTINATE_REAPPLIED, verbosity=0)
+            deferrer.wait_for(len(deferrer.job_ids) + 50)
+            call_command(
+                "migrate", "procrastinate", PROCRASTINATE_RECORDED_ONLY, fake=True, verbosity=0
+            )
+            call_command("migrate", "procrastinate", verbosity=0)
+            deferrer.wait_for(len(deferrer.job_ids) + 50)
+            call_command("migrate", "jobs", BEFORE_DEPLOY, fake=True, verbosity=0)
             call_command("migrate", "jobs", verbosity=0)
-            after_migrate = len(deferrer.job_ids)
-            deferrer.wait_for(after_migrate + 100)
+            deferrer.wait_for(len(deferrer.job_ids) + 100)
         deferred = deferrer.job_ids
     finally:
-        call_command("migrate", "jobs", verbosity=0)  # the schema the other tests expect
+        restore_migrations()
 
+    after = reapplied_objects()
+    assert set(after) == set(before) == {"fetch function", "events trigger", "events function"}
+    assert all(after[name] != before[name] for name in before), (before, after)
     assert existing_indexes() == set(DEPLOYED_INDEXES)
     assert deferrer.failures == 0
     wait_until(lambda: all_succeeded(deferred), timeout=120, what="every job succeeded")
+    # Each ran once, and its events (written by the replaced trigger) say so.
+    assert {job_id: len(runs) for job_id, runs in job_runs.of(deferred).items()} == dict.fromkeys(
+        deferred, 1
+    )
     assert_ran_once(deferred)
     assert "exited with code" not in group.output()
 
