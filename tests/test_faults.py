@@ -39,7 +39,7 @@ from procrastinate.contrib.django.models import ProcrastinateEvent, Procrastinat
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.types import JSONDict
 
-from jobs import tasks, testing
+from jobs import stalled, tasks, testing
 from jobs.databases import listening_pids
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
@@ -235,7 +235,13 @@ def test_worker__second_sigterm_stops_at_once_and_its_jobs_are_recovered(
         **TEST_TASKS,
     )  # fmt: skip
     flag.touch()
-    time.sleep(1.5)  # the stopped worker's last heartbeat grows older than --stalled-after
+    wait_until(
+        lambda: (
+            {r.job_id for r in stalled.recover_stalled_jobs(stalled_after=1, dry_run=True)}
+            >= set(job_ids)
+        ),
+        what="the stopped worker's heartbeat older than --stalled-after",
+    )
     out = StringIO()
     call_command("recover_stalled_jobs", "--stalled-after", "1", stdout=out)
 

@@ -4,7 +4,8 @@
 - A worker that is only late (its heartbeat older than the heartbeat interval, or than
   procrastinate's own 30 s, but younger than JOBS_STALLED_WORKER_SECONDS) keeps its job.
 - Recovery racing the job's own end: whichever commits first, the job runs once.
-- A recovery whose own worker died is recovered by the next one.
+- A recovery whose own worker died is recovered by the next one; recovery runs ahead of a
+  backlog.
 
 Runs are counted from `test_job_runs` (one row per execution, see tests/slow_tasks.py).
 """
@@ -47,8 +48,18 @@ def kill_mid_job(start_worker: Callable[..., WorkerProcess], task: Any, path: Pa
     return job_id
 
 
-def recover(stalled_after: int = 1) -> str:
-    time.sleep(stalled_after + 0.5)  # let the dead worker's heartbeat age
+def recover(job_ids: list[int], stalled_after: int = 1) -> str:
+    """Run the command once the dead worker's heartbeat is old enough for its jobs."""
+    wait_until(
+        lambda: (
+            {
+                r.job_id
+                for r in stalled.recover_stalled_jobs(stalled_after=stalled_after, dry_run=True)
+            }
+            >= set(job_ids)
+        ),
+        what="the jobs stalled",
+    )
     out = StringIO()
     call_command("recover_stalled_jobs", "--stalled-after", str(stalled_after), stdout=out)
     return out.getvalue()
@@ -74,7 +85,7 @@ def test_stalled__job_of_a_killed_worker_finishes_once_on_another(
 
     dry = StringIO()
     call_command("recover_stalled_jobs", "--stalled-after", "1", "--dry-run", stdout=dry)
-    output = recover()
+    output = recover([job_id])
 
     assert f"job {job_id} (tests.wait_for_file): retried" in output
     wait_until(lambda: ProcrastinateJob.objects.get(id=job_id).status == "succeeded")
@@ -92,7 +103,7 @@ def test_stalled__task_without_retry_is_failed(
 
     job_id = kill_mid_job(start_worker, wait_for_file_once, tmp_path / "never")
 
-    output = recover()
+    output = recover([job_id])
 
     assert f"job {job_id} (tests.wait_for_file_once): failed" in output
     assert ProcrastinateJob.objects.get(id=job_id).status == "failed"
