@@ -19,6 +19,9 @@ from jobs.conf import jobs_settings
 # The queue of the job system's own work. Workers started without `--queues` listen to
 # every queue (and to procrastinate's `builtin` queue).
 MAINTENANCE_QUEUE = "maintenance"
+# Stalled-job recovery's priority: above any the site's own jobs use. The job API must keep
+# its clients' priorities below it, or a client could starve recovery.
+RECOVERY_PRIORITY = 1_000_000_000
 
 
 # --- Periodic maintenance -----------------------------------------------------------------
@@ -82,12 +85,16 @@ def prune_jobs(timestamp: int) -> dict[str, object]:
     return {item.status: item.jobs for item in pruned}
 
 
-# Every minute.
+# Every minute, ahead of any backlog: workers take jobs by priority, then in the order they
+# were deferred, so at the default priority a recovery would wait behind every job deferred
+# before it. No `lock`: a recovery whose own worker died would stay `doing` holding it,
+# and no later one could run to recover it. Two at once are harmless (jobs/stalled.py
+# recovers each attempt once); the queueing lock keeps ticks from piling up.
 @app.periodic(cron="* * * * *", periodic_id="every-minute")
 @app.task(
     name="jobs.recover_stalled_jobs",
     queue=MAINTENANCE_QUEUE,
-    lock="jobs.recover_stalled_jobs",
+    priority=RECOVERY_PRIORITY,
     queueing_lock="jobs.recover_stalled_jobs",
     retry=False,
 )

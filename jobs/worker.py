@@ -21,6 +21,7 @@ from __future__ import annotations
 import procrastinate
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
+from procrastinate.app import WorkerOptions
 from procrastinate.contrib.django import procrastinate_app
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
@@ -40,14 +41,27 @@ def install_worker_extras(app: procrastinate.App) -> None:
         app.connector = reconnecting
         app.job_manager.connector = reconnecting
 
-    middleware = app.worker_defaults.get("worker_middleware", [])
+    # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
+    defaults: WorkerOptions = {**stalled_worker_defaults(), **app.worker_defaults}
+    middleware = defaults.get("worker_middleware", [])
     if record_result not in middleware:
-        # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
-        app.worker_defaults = {
-            **app.worker_defaults,
-            # Wraps every job, sync or async, on the worker's event loop.
-            "worker_middleware": [record_result, *middleware],
-        }
+        # Wraps every job, sync or async, on the worker's event loop.
+        defaults["worker_middleware"] = [record_result, *middleware]
+    app.worker_defaults = defaults
+
+
+def stalled_worker_defaults() -> WorkerOptions:
+    """procrastinate's worker options that must agree with JOBS_STALLED_WORKER_SECONDS (a
+    site's own PROCRASTINATE_WORKER_DEFAULTS win).
+
+    Workers beat four times within it (every 10 s at most, procrastinate's default), so a
+    live worker is never taken for a stalled one. And procrastinate's worker deletes, as it
+    starts, the workers silent for `stalled_worker_timeout` (30 s by default), which hands
+    their running jobs straight to recovery: the same age as recovery's keeps a starting
+    worker from orphaning the jobs of one that is only late.
+    """
+    seconds = float(jobs_settings.JOBS_STALLED_WORKER_SECONDS)
+    return {"update_heartbeat_interval": min(10.0, seconds / 4), "stalled_worker_timeout": seconds}
 
 
 # The name sites set as PROCRASTINATE_ON_APP_READY before installing the app did it.

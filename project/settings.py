@@ -310,8 +310,6 @@ JOBS_RETENTION_HOURS = {
 JOBS_STALLED_WORKER_SECONDS = env_int(
     "JOBS_STALLED_WORKER_SECONDS", JobsSettings.JOBS_STALLED_WORKER_SECONDS.default
 )
-# Management commands that may run as background jobs (comma-separated): the app's own and
-# the example's.
 JOBS_BACKGROUND_COMMANDS = env_list(
     "JOBS_BACKGROUND_COMMANDS",
     [*JobsSettings.JOBS_BACKGROUND_COMMANDS.default, "delete_expired_comments"],
