@@ -26,7 +26,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -42,8 +42,15 @@ from jobs import queue_stats
 
 PG_BIGINT_MAX = 2**63 - 1
 
+if TYPE_CHECKING:
+    # django-stubs makes Paginator generic in what it pages; Django's class cannot be
+    # subscripted at runtime. This one pages any rows (jobs, events, a plain list).
+    _Paginator = Paginator[object]
+else:
+    _Paginator = Paginator
 
-class CappedPaginator(Paginator):
+
+class CappedPaginator(_Paginator):
     """A paginator that counts at most `max_pages` pages of rows."""
 
     # 20 pages of 50: enough to browse; beyond, filtering finds jobs faster than paging,

@@ -94,7 +94,8 @@ class InMemoryQueue:
         """
         real_app = procrastinate_app.current_app
         schedules = real_app.periodic_registry
-        real_app.periodic_registry = PeriodicRegistry()
+        # procrastinate's PeriodicRegistry.__init__ is not annotated (no `-> None`).
+        real_app.periodic_registry = PeriodicRegistry()  # type: ignore[no-untyped-call]
         try:
             app.run_worker(
                 queues=queues, wait=False, install_signal_handlers=False, listen_notify=False
