@@ -301,6 +301,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         channels = list(channels)
 
         async def wake_up() -> None:
+            # Like a notification, a wake-up during a fetch is cleared by the worker once the
+            # fetch is over (the first one after LISTEN often is): deliver it again then.
+            if self._fetching:
+                self._notified_while_fetching = True
             await on_notification(channel=channels[0], payload=WAKE_UP)
 
         self._wake_up = wake_up

@@ -296,6 +296,33 @@ async def test_connector__notification_during_a_fetch_wakes_the_worker_after_it(
     assert received == ["job_inserted"] * 3  # and a quiet fetch wakes nobody
 
 
+async def test_connector__wake_up_during_a_fetch_wakes_the_worker_again_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wake-up sent once LISTEN is up (to catch what was committed before) often lands
+    while the worker's first fetch runs, and the worker clears it after that fetch."""
+    connector, _ = await opened_connector()
+    fake_connect(monkeypatch, FakeListenConnection())
+    received, on_notification = recorder()
+    listeners: list[asyncio.Task[None]] = []
+
+    async def fetch_during_which_listen_comes_up() -> dict[str, Any]:
+        listeners.append(
+            asyncio.create_task(connector.listen_notify(on_notification, ["jobs_channel"]))
+        )
+        await until(lambda: len(received) == 1)
+        return {"id": None}
+
+    parent_answers(monkeypatch, fetch_during_which_listen_comes_up, {"id": None})
+    await connector.execute_query_one_async(sql.queries["fetch_job"], queues=None)
+    await until(lambda: len(received) == 2)
+    await connector.execute_query_one_async(sql.queries["fetch_job"], queues=None)
+    await asyncio.sleep(0.05)
+    listeners[0].cancel()
+
+    assert received == ["job_inserted"] * 2  # and a quiet fetch wakes nobody
+
+
 # --- With the real database -------------------------------------------------------------
 
 CHANNEL = "procrastinate_any_queue_v1"  # where procrastinate's trigger announces every job
