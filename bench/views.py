@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from bench.worker_tasks import noop_async, noop_sync
-from jobs.models import Notification
+from example.models import Notification
 from jobs.transaction import async_atomic
 
 

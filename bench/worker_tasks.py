@@ -17,7 +17,7 @@ from procrastinate.contrib.django import app
 from procrastinate.tasks import Task
 from procrastinate.types import JSONDict
 
-from jobs.models import Notification
+from example.models import Notification
 
 QUEUE = "bench"
 

@@ -28,8 +28,8 @@ from procrastinate.types import JSONDict
 from bench import worker_tasks
 from bench.processes import running
 from bench.timing import Latency
+from example.models import Notification
 from jobs.databases import listening_pids
-from jobs.models import Notification
 from jobs.processes import worker_command
 
 

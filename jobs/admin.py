@@ -1,4 +1,4 @@
-"""Admin for the project's models, and for procrastinate's jobs and events.
+"""Admin for the job system's models, and for procrastinate's jobs and events.
 
 procrastinate's own job admin is replaced: it counts, filters and searches in ways that
 read the whole table on every page (see jobs/job_list.py), which takes seconds at millions
@@ -34,7 +34,7 @@ from procrastinate.contrib.django.models import ProcrastinateEvent, Procrastinat
 
 from jobs import job_actions, job_list, job_times
 from jobs.charts import relative
-from jobs.models import ApiToken, JobResult, Notification, Report
+from jobs.models import ApiToken, JobResult
 from jobs.results import row_is_current
 from jobs.tokens import TokenError, validate_task_names
 
@@ -74,52 +74,6 @@ class CheckedListAdmin(admin.ModelAdmin):
                 )
                 return None
         return super().response_action(request, queryset, *args, **kwargs)
-
-
-@admin.register(Notification)
-class NotificationAdmin(CheckedListAdmin):
-    list_display = ["id", "recipient", "subject", "created_at", "sent_at", "job_id"]
-    list_filter = [("sent_at", job_list.UtcDateTimeListFilter)]
-    search_fields = ["recipient", "subject"]
-    ordering = ["-created_at"]
-    readonly_fields = ["created_at", "sent_at", "job_id"]
-
-
-class ReportForm(forms.ModelForm):
-    class Meta:
-        model = Report
-        fields = [
-            "title",
-            "period_start",
-            "period_end",
-            "notifications_total",
-            "notifications_sent",
-        ]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        start, end = cleaned.get("period_start"), cleaned.get("period_end")
-        for name, moment in (("period_start", start), ("period_end", end)):
-            try:
-                # Stored in UTC: a time that is out of range there could not be read back.
-                if moment is not None:
-                    moment.astimezone(dt.UTC)
-            except OverflowError:
-                self.add_error(name, "Out of range once converted to UTC.")
-                return cleaned
-        if start is not None and end is not None and start >= end:
-            self.add_error("period_end", "Must be after the start of the period.")
-        return cleaned
-
-
-@admin.register(Report)
-class ReportAdmin(CheckedListAdmin):
-    form = ReportForm
-    list_display = ["id", "title", "status", "requested_at", "generated_at", "job_id"]
-    list_filter = ["status"]
-    search_fields = ["title"]
-    ordering = ["-requested_at"]
-    readonly_fields = ["requested_at", "generated_at", "job_id", "status"]
 
 
 class ApiTokenForm(forms.ModelForm):

@@ -14,6 +14,11 @@ Machine clients send `Authorization: Bearer <token>` (tokens are limited to name
 session users need the `jobs.defer_job`, `jobs.view_job_status` or `jobs.manage_job`
 permission, and CSRF applies to them. Every error is a JSON body `{"error": ..., "field":
 ...}` with its status code, and no error path writes a job row.
+
+What a client sends is confined to what it was given: its locks are namespaced by the task
+(`http_tasks.api_lock`), its priority is at most JOBS_API_MAX_PRIORITY, its schedule is
+bounded (`job_times.scheduled_time`), and a job of a task it may not use is, to it, a job
+that does not exist.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import datetime as dt
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -36,17 +43,20 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate import jobs as procrastinate_jobs
 from procrastinate import tasks as procrastinate_tasks
 from procrastinate.contrib.django import app
 
 from jobs import tokens
 from jobs.http_tasks import (
     ArgumentError,
+    api_lock,
     check_arguments,
     describe_task,
     get_task,
     is_callable_over_http,
 )
+from jobs.job_times import ScheduleError, max_ahead, scheduled_time
 from jobs.models import ApiToken
 from jobs.results import ajob_status, job_status
 from jobs.transaction import async_atomic
@@ -66,8 +76,9 @@ DEFER_FIELDS = {
     "queueing_lock",
     "lock",
 }
+LOCK_FIELDS = ("queueing_lock", "lock")
 SCHEDULE_UNITS = {"weeks", "days", "hours", "minutes", "seconds"}
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # used with fullmatch: no "\n" at the end
 PG_INT_RANGE = (-(2**31), 2**31 - 1)
 PG_BIGINT_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 32
@@ -111,6 +122,11 @@ class Principal:
     def sees(self, task_name: str) -> bool:
         return self.token is None or self.token.allows(task_name)
 
+    @property
+    def reads_tracebacks(self) -> bool:
+        # A traceback shows the server's paths and code: for the site's own users only.
+        return self.token is None
+
 
 def _bearer(request: HttpRequest) -> str | None:
     header = request.headers.get("Authorization")
@@ -131,10 +147,13 @@ def _enforce_csrf(request: HttpRequest) -> None:
         raise ApiError(403, "CSRF check failed: send the X-CSRFToken header.")
 
 
-def _session_principal(user: AbstractBaseUser | AnonymousUser, permissions: set[str]) -> Principal:
+def _require_session(request: HttpRequest, user: AbstractBaseUser | AnonymousUser) -> None:
+    # Who is asking comes first: a visitor with neither token nor session is told to
+    # authenticate (401), not that a CSRF token is missing; CSRF then protects sessions.
     if not user.is_authenticated:
         raise ApiError(401, "Authentication required: send a bearer token or log in.")
-    return Principal(permissions=permissions)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        _enforce_csrf(request)
 
 
 def authenticate(request: HttpRequest) -> Principal:
@@ -144,11 +163,9 @@ def authenticate(request: HttpRequest) -> Principal:
         if token is None:
             raise ApiError(401, "Invalid or revoked token.")
         return Principal(token=token)
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        _enforce_csrf(request)
     user = request.user
-    permissions = user.get_all_permissions() if user.is_authenticated else set()
-    return _session_principal(user, permissions)
+    _require_session(request, user)
+    return Principal(permissions=user.get_all_permissions())
 
 
 async def aauthenticate(request: HttpRequest) -> Principal:
@@ -158,11 +175,9 @@ async def aauthenticate(request: HttpRequest) -> Principal:
         if token is None:
             raise ApiError(401, "Invalid or revoked token.")
         return Principal(token=token)
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        _enforce_csrf(request)
     user = await request.auser()
-    permissions = await user.aget_all_permissions() if user.is_authenticated else set()
-    return _session_principal(user, permissions)
+    _require_session(request, user)
+    return Principal(permissions=await user.aget_all_permissions())
 
 
 # --- What is asked ----------------------------------------------------------------------
@@ -176,14 +191,39 @@ class DeferRequest:
 
 
 def read_body(request: HttpRequest) -> bytes:
+    """The body, never more than JOBS_API_MAX_BODY_BYTES of it read; ApiError(413) past that.
+
+    Every POST view reads it first, before the CSRF check can parse a form body unbounded.
+    """
     limit = settings.JOBS_API_MAX_BODY_BYTES
-    declared = request.META.get("CONTENT_LENGTH") or "0"
+    too_large = ApiError(413, f"The body is larger than {limit} bytes.")
+    declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"The body is larger than {limit} bytes.")
-    body = request.body
+        raise too_large
+    if not declared and "HTTP_TRANSFER_ENCODING" in request.META:
+        # A chunked body declares no length: read one byte past the limit and no more.
+        # (`request.body` would read all of it, and past DATA_UPLOAD_MAX_MEMORY_SIZE raise
+        # RequestDataTooBig, which Django answers with an HTML 400.)
+        body = request.read(limit + 1)
+    else:
+        try:
+            body = request.body
+        except RequestDataTooBig:  # a site whose Django limit is below JOBS_API_MAX_BODY_BYTES
+            raise too_large from None
     if len(body) > limit:
-        raise ApiError(413, f"The body is larger than {limit} bytes.")
+        raise too_large
     return body
+
+
+def _check_text(value: str, field_name: str) -> None:
+    """Refuse a string PostgreSQL cannot store: text and jsonb hold no NUL, and a lone
+    surrogate has no UTF-8 encoding."""
+    if "\x00" in value:
+        raise ApiError(400, "Strings may not contain the NUL character (\\u0000).", field_name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "Strings may not contain lone surrogates.", field_name) from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -195,12 +235,7 @@ def _check_json_safe(value: Any, path: str, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ApiError(400, f"Nested deeper than {MAX_JSON_DEPTH} levels.", path)
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ApiError(400, "Strings may not contain the NUL character (\\u0000).", path)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(400, "Strings may not contain lone surrogates.", path) from None
+        _check_text(value, path)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ApiError(400, "Numbers must be finite.", path)
     elif isinstance(value, dict):
@@ -213,7 +248,7 @@ def _check_json_safe(value: Any, path: str, depth: int = 0) -> None:
 
 
 def _name(value: Any, field_name: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise ApiError(
             400, "Must be 1 to 128 letters, digits or the characters _ . : -", field_name
         )
@@ -223,10 +258,40 @@ def _name(value: Any, field_name: str) -> str:
 def _lock(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= 255:
         raise ApiError(400, "Must be a string of 1 to 255 characters.", field_name)
+    _check_text(value, field_name)
+    # procrastinate reads a taken queueing lock back out of PostgreSQL's error message, with
+    # a pattern a line break defeats (an AssertionError, so a 500, instead of the 409). A
+    # lock names something; it has no use for control characters.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ApiError(
+            400, "Must not contain control characters (line breaks, tabs, ...).", field_name
+        )
     return value
 
 
-def _schedule_in(value: Any) -> dict[str, float]:
+def _priority(value: Any) -> int:
+    # An API client may lower its job's priority, down to PostgreSQL's int range, but not
+    # raise it above JOBS_API_MAX_PRIORITY: the site's own jobs (priority 0 unless their
+    # task says otherwise) are not to wait behind a client's.
+    lowest, highest = PG_INT_RANGE[0], min(settings.JOBS_API_MAX_PRIORITY, PG_INT_RANGE[1])
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        raise ApiError(
+            400,
+            f"Must be an integer from {lowest} to {highest} (JOBS_API_MAX_PRIORITY); "
+            "higher runs first.",
+            "priority",
+        )
+    return value
+
+
+def _scheduled(when: dt.datetime, field_name: str, now: dt.datetime | None = None) -> dt.datetime:
+    try:
+        return scheduled_time(when, now=now)
+    except ScheduleError as exc:
+        raise ApiError(400, str(exc), field_name) from None
+
+
+def _schedule_in(value: Any) -> dt.datetime:
     if not isinstance(value, dict) or not value:
         raise ApiError(400, 'Must be an object such as {"minutes": 5}.', "schedule_in")
     for unit, amount in value.items():
@@ -242,11 +307,11 @@ def _schedule_in(value: Any) -> dict[str, float]:
         delay = dt.timedelta(**value)
     except OverflowError:
         delay = dt.timedelta.max
-    if delay > dt.timedelta(days=settings.JOBS_API_MAX_SCHEDULE_DAYS):
-        raise ApiError(
-            400, f"At most {settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.", "schedule_in"
-        )
-    return value
+    # Turned into the time it names, which then meets the same rule as schedule_at. A delay
+    # past the bound is shortened to just past it first, so that adding it cannot overflow.
+    delay = min(delay, max_ahead() + dt.timedelta(seconds=1))
+    now = timezone.now()
+    return _scheduled(now + delay, "schedule_in", now=now)
 
 
 def _schedule_at(value: Any) -> dt.datetime:
@@ -254,17 +319,11 @@ def _schedule_at(value: Any) -> dt.datetime:
         raise ApiError(400, "Must be an ISO 8601 date and time string.", "schedule_at")
     try:
         when = parse_datetime(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # a date or an offset out of range
         when = None
     if when is None:
         raise ApiError(400, "Must be an ISO 8601 date and time string.", "schedule_at")
-    if timezone.is_naive(when):
-        raise ApiError(400, "Must include a UTC offset, such as Z or +02:00.", "schedule_at")
-    if when - timezone.now() > dt.timedelta(days=settings.JOBS_API_MAX_SCHEDULE_DAYS):
-        raise ApiError(
-            400, f"At most {settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.", "schedule_at"
-        )
-    return when
+    return _scheduled(when, "schedule_at")
 
 
 def parse_defer_request(body: bytes) -> DeferRequest:
@@ -290,21 +349,15 @@ def parse_defer_request(body: bytes) -> DeferRequest:
     if data.get("queue") is not None:
         options["queue"] = _name(data["queue"], "queue")
     if data.get("priority") is not None:
-        priority = data["priority"]
-        if (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or not PG_INT_RANGE[0] <= priority <= PG_INT_RANGE[1]
-        ):
-            raise ApiError(400, "Must be an integer (higher runs first).", "priority")
-        options["priority"] = priority
+        options["priority"] = _priority(data["priority"])
     if data.get("schedule_in") is not None and data.get("schedule_at") is not None:
         raise ApiError(400, "Give schedule_in or schedule_at, not both.", "schedule_at")
+    # Both become `schedule_at`: the time, in UTC, that reaches the job row.
     if data.get("schedule_in") is not None:
-        options["schedule_in"] = _schedule_in(data["schedule_in"])
+        options["schedule_at"] = _schedule_in(data["schedule_in"])
     if data.get("schedule_at") is not None:
         options["schedule_at"] = _schedule_at(data["schedule_at"])
-    for lock_field in ("queueing_lock", "lock"):
+    for lock_field in LOCK_FIELDS:
         if data.get(lock_field) is not None:
             options[lock_field] = _lock(data[lock_field], lock_field)
     return DeferRequest(task=data["task"], kwargs=kwargs, options=options)
@@ -319,16 +372,20 @@ def resolve_task(name: str) -> procrastinate_tasks.Task[Any, Any, Any]:
     return task
 
 
-def prepare_defer(
-    request: DeferRequest, principal: Principal
-) -> procrastinate_tasks.Task[Any, Any, Any]:
+def prepare_defer(request: DeferRequest, principal: Principal) -> procrastinate_jobs.JobDeferrer:
+    """Check that `principal` may defer the task with these arguments; return the deferrer
+    configured with the request's options, its locks in the task's namespace."""
     task = resolve_task(request.task)
     principal.require("defer", task.name)
     try:
         check_arguments(task, request.kwargs)
     except ArgumentError as exc:
         raise ApiError(400, exc.message, exc.field) from None
-    return task
+    options = dict(request.options)
+    for lock_field in LOCK_FIELDS:
+        if lock_field in options:
+            options[lock_field] = api_lock(task.name, options[lock_field])
+    return task.configure(**options)
 
 
 def _created(job_id: int) -> JsonResponse:
@@ -338,12 +395,17 @@ def _created(job_id: int) -> JsonResponse:
     return response
 
 
-def _already_enqueued(request: DeferRequest) -> ApiError:
-    return ApiError(
-        409,
-        f"A job with queueing lock {request.options.get('queueing_lock')!r} is already waiting.",
-        "queueing_lock",
-    )
+def _already_enqueued(request: DeferRequest, deferrer: procrastinate_jobs.JobDeferrer) -> ApiError:
+    stored = deferrer.job.queueing_lock
+    sent = request.options.get("queueing_lock")
+    if sent is None:  # the task's own queueing lock, from its definition
+        message = f"A job of {request.task} with its queueing lock {stored!r} is already waiting."
+    else:
+        message = (
+            f"A job of {request.task} with queueing lock {sent!r} is already waiting "
+            f"(stored as {stored!r})."
+        )
+    return ApiError(409, message, "queueing_lock")
 
 
 def _job_id(raw: int) -> int:
@@ -355,10 +417,15 @@ def _job_id(raw: int) -> int:
 def _visible_status(
     status: dict[str, Any] | None, job_id: int, principal: Principal
 ) -> dict[str, Any]:
-    if status is None:
+    """The status of a job `principal` may see, for status and actions alike.
+
+    A job of a task the token may not use is answered like a missing job, in the same
+    words: a different answer would tell which ids exist and which task they run.
+    """
+    if status is None or not principal.sees(status["task"]):
         raise ApiError(404, f"No job {job_id}.")
-    if not principal.sees(status["task"]):
-        raise ApiError(403, f"This token may not use task {status['task']!r}.")
+    if status["error"] is not None and not principal.reads_tracebacks:
+        status["error"] = {key: status["error"][key] for key in ("type", "message")}
     return status
 
 
@@ -398,12 +465,12 @@ def defer_job(request: HttpRequest) -> HttpResponse:
         body = read_body(request)
         principal = authenticate(request)
         defer_request = parse_defer_request(body)
-        task = prepare_defer(defer_request, principal)
+        deferrer = prepare_defer(defer_request, principal)
         try:
             with transaction.atomic():
-                job_id = task.configure(**defer_request.options).defer(**defer_request.kwargs)
+                job_id = deferrer.defer(**defer_request.kwargs)
         except procrastinate_exceptions.AlreadyEnqueued:
-            raise _already_enqueued(defer_request) from None
+            raise _already_enqueued(defer_request, deferrer) from None
     except ApiError as error:
         return error.response()
     return _created(job_id)
@@ -424,6 +491,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
     try:
+        read_body(request)  # unused, but read within bounds
         principal = authenticate(request)
         principal.require("manage")
         status = _visible_status(job_status(_job_id(job_id)), job_id, principal)
@@ -460,13 +528,12 @@ async def adefer_job(request: HttpRequest) -> HttpResponse:
         body = read_body(request)
         principal = await aauthenticate(request)
         defer_request = parse_defer_request(body)
-        task = prepare_defer(defer_request, principal)
+        deferrer = prepare_defer(defer_request, principal)
         try:
             async with async_atomic():
-                deferrer = task.configure(**defer_request.options)
                 job_id = await deferrer.defer_async(**defer_request.kwargs)
         except procrastinate_exceptions.AlreadyEnqueued:
-            raise _already_enqueued(defer_request) from None
+            raise _already_enqueued(defer_request, deferrer) from None
     except ApiError as error:
         return error.response()
     return _created(job_id)
@@ -487,6 +554,7 @@ async def ajob_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 async def ajob_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
     try:
+        read_body(request)  # unused, but read within bounds
         principal = await aauthenticate(request)
         principal.require("manage")
         status = _visible_status(await ajob_status(_job_id(job_id)), job_id, principal)

@@ -11,6 +11,7 @@ import inspect
 import types
 import typing
 from typing import Any
+from urllib.parse import quote
 
 from procrastinate import tasks as procrastinate_tasks
 from procrastinate.contrib.django import app
@@ -32,6 +33,21 @@ def is_callable_over_http(task_name: str) -> bool:
 
 def get_task(task_name: str) -> procrastinate_tasks.Task[Any, Any, Any] | None:
     return app.tasks.get(task_name)
+
+
+API_LOCK_PREFIX = "api:"
+
+
+def api_lock(task_name: str, lock: str) -> str:
+    """The lock (or queueing lock) stored for `lock` sent by an API client deferring `task_name`.
+
+    procrastinate's locks are global strings: a client's lock taken as sent could be the lock
+    of any of the site's tasks (a periodic task's, say) and hold its jobs back for as long as
+    the client's job waits. Stored as `api:<task name>:<lock>`, a client's lock can only meet
+    the locks of other clients of the same task. The task name is percent-encoded (`:` and
+    `%` in it become `%3A` and `%25`), so that no pair of task and lock reads as another's.
+    """
+    return f"{API_LOCK_PREFIX}{quote(task_name, safe='')}:{lock}"
 
 
 class ArgumentError(ValueError):

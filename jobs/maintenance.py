@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Avg, Count, Max, Q
 
-from jobs.models import ApiToken, Comment, DailyTaskStatistics, JobResult
+from jobs.models import ApiToken, DailyTaskStatistics, JobResult
 
 Progress = Callable[[int], None] | None
 
@@ -40,21 +40,6 @@ def delete_in_batches(
         total += len(ids)
         if on_progress is not None:
             on_progress(total)
-
-
-def delete_expired_comments(
-    *,
-    now: dt.datetime,
-    lifetime: dt.timedelta,
-    dry_run: bool = False,
-    batch_size: int = 1000,
-    on_progress: Progress = None,
-) -> int:
-    """Delete comments older than `lifetime` at `now`."""
-    expired = Comment.objects.created_before(now - lifetime)
-    return delete_in_batches(
-        expired, batch_size=batch_size, dry_run=dry_run, on_progress=on_progress
-    )
 
 
 def clear_expired_sessions(

@@ -1,4 +1,5 @@
-"""Background tasks.
+"""The job system's own tasks: maintenance of the queue, its results and tokens, and the
+runner of allow-listed management commands.
 
 Each task has an explicit `name` (the name stored in job rows must survive a refactoring),
 a queue, and a retry policy chosen for what can go wrong in it. Arguments are ids and
@@ -8,111 +9,16 @@ JSON-safe values; the task loads what it needs.
 from __future__ import annotations
 
 import datetime as dt
-import smtplib
-from email.utils import parseaddr
 
 from django.conf import settings
-from django.core.mail import EmailMessage
-from django.db import transaction
-from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
 from jobs import background_commands, maintenance, retention, stalled
-from jobs.http_tasks import callable_over_http
-from jobs.models import Notification, Report
 
-# Queues this project uses. Workers started without `--queues` listen to all of them
-# (and to procrastinate's `builtin` queue).
-NOTIFICATIONS_QUEUE = "notifications"
-REPORTS_QUEUE = "reports"
+# The queue of the job system's own work. Workers started without `--queues` listen to
+# every queue (and to procrastinate's `builtin` queue).
 MAINTENANCE_QUEUE = "maintenance"
-
-
-@callable_over_http
-@app.task(
-    name="jobs.send_notification",
-    queue=NOTIFICATIONS_QUEUE,
-    # A mail server that is down or refuses us for a moment is worth retrying, a little
-    # later each time: procrastinate's max_attempts counts retries, so this is three runs
-    # in all (waiting 2 s, then 4 s), then the job fails. Other errors are bugs: no retry.
-    retry=RetryStrategy(
-        max_attempts=2, exponential_wait=2, retry_exceptions={OSError, smtplib.SMTPException}
-    ),
-)
-def send_notification(notification_id: int) -> dict[str, object]:
-    """Send one notification email (sync task, sync ORM); made safe to run more than once.
-
-    procrastinate runs a job *at least* once: a worker that dies mid-run (SIGKILL, out of
-    memory, a lost machine, a second SIGTERM) leaves its job `doing` and stalled-job recovery
-    runs it again, and a client may defer two jobs for one notification. So:
-
-    - the notification's row stays locked while it is sent (`select_for_update`): a second
-      run waits for the first, then finds it sent and sends nothing;
-    - the sent mark is committed right after the mail server accepted the message;
-    - the message's Message-ID is derived from the notification (`notification_message_id`),
-      the same at every run, so that the receiving side can drop a duplicate.
-
-    What remains, between the mail server accepting the message and the mark's commit: a
-    worker that dies, a database lost, or a mail connection cut after the server took the
-    message (an OSError, retried) leave the notification unsent here, and the next run
-    mails again, with the same Message-ID.
-    """
-    with transaction.atomic():
-        notification = Notification.objects.select_for_update().get(pk=notification_id)
-        if notification.sent_at is not None:
-            return {"notification_id": notification_id, "already_sent": True}
-        message_id = notification_message_id(notification)
-        EmailMessage(
-            subject=notification.subject,
-            body=notification.body,
-            to=[notification.recipient],
-            headers={"Message-ID": message_id},
-        ).send()
-        notification.mark_sent(at=timezone.now())
-    return {"notification_id": notification_id, "recipient": notification.recipient}
-
-
-def notification_message_id(notification: Notification) -> str:
-    """The Message-ID of a notification's email: the same for every run that sends it.
-
-    Django would make a random one per message. The id alone could come back in a
-    database created afresh, so the creation time goes in too; the domain is the sender's
-    (a worker's own host name would differ from machine to machine).
-    """
-    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
-    created = notification.created_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"<notification-{notification.pk}.{created}@{domain}>"
-
-
-@callable_over_http
-@app.task(
-    name="jobs.build_report",
-    queue=REPORTS_QUEUE,
-    # Only the database can fail here; one more try covers a connection lost mid-way.
-    retry=RetryStrategy(max_attempts=2, wait=10),
-)
-async def build_report(report_id: int) -> dict[str, object]:
-    """Count the notifications of the report's period (async task, async ORM)."""
-    report = await Report.objects.aget(pk=report_id)
-    in_period = Notification.objects.created_between(report.period_start, report.period_end)
-    total = await in_period.acount()
-    sent = await in_period.filter(sent_at__isnull=False).acount()
-    await report.apublish(total=total, sent=sent, at=timezone.now())
-    return {"report_id": report_id, "total": total, "sent": sent}
-
-
-@app.task(
-    name="jobs.delete_sent_notifications",
-    queue=MAINTENANCE_QUEUE,
-    # Idempotent clean-up: the next run catches up, so a failure is not retried.
-    retry=False,
-)
-def delete_sent_notifications(older_than_days: int) -> dict[str, object]:
-    """Delete notifications sent more than `older_than_days` days ago."""
-    cutoff = timezone.now() - dt.timedelta(days=older_than_days)
-    deleted, _ = Notification.objects.sent_before(cutoff).delete()
-    return {"deleted": deleted}
 
 
 # --- Periodic maintenance -----------------------------------------------------------------
@@ -121,24 +27,6 @@ def delete_sent_notifications(older_than_days: int) -> dict[str, object]:
 # tick's `timestamp` and works from it, not from "now", so a late run computes what its
 # tick meant. `lock` keeps two runs of a task from running at once; `queueing_lock` keeps
 # ticks from piling up behind a slow run (a tick whose predecessor still waits is skipped).
-
-
-# Every 10 minutes.
-@app.periodic(cron="*/10 * * * *", periodic_id="every-10-minutes")
-@app.task(
-    name="jobs.delete_expired_comments",
-    queue=MAINTENANCE_QUEUE,
-    lock="jobs.delete_expired_comments",
-    queueing_lock="jobs.delete_expired_comments",
-    retry=False,  # the next tick catches up
-)
-def delete_expired_comments(timestamp: int) -> dict[str, object]:
-    """Delete comments older than their lifetime (JOBS_COMMENT_LIFETIME_HOURS)."""
-    deleted = maintenance.delete_expired_comments(
-        now=maintenance.from_timestamp(timestamp),
-        lifetime=dt.timedelta(hours=settings.JOBS_COMMENT_LIFETIME_HOURS),
-    )
-    return {"deleted": deleted}
 
 
 # Every day at 03:30 UTC.

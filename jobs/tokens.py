@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 
@@ -19,6 +20,7 @@ from django.utils import timezone
 from jobs.http_tasks import get_task, is_callable_over_http
 from jobs.models import ApiToken
 
+KEY_ID = re.compile(r"[0-9a-f]{1,16}")  # secrets.token_hex; key_id holds 16 characters
 # last_used_at is informative; writing it on every request would make each read a write.
 LAST_USED_PRECISION = dt.timedelta(minutes=1)
 
@@ -64,7 +66,11 @@ def issue_token(
 
 def _parse(raw: str) -> str | None:
     parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != ApiToken.PREFIX or not parts[1] or not parts[2]:
+    if len(parts) != 3 or parts[0] != ApiToken.PREFIX or not parts[2]:
+        return None
+    # Only a key id `issue_token` can make reaches the database: a NUL in a header would
+    # otherwise fail the query (PostgreSQL's text holds none) with a 500 instead of a 401.
+    if not KEY_ID.fullmatch(parts[1]):
         return None
     return parts[1]
 

@@ -1,15 +1,11 @@
 from django.urls import path
 
-from jobs import api, dashboard, health, metrics, views
+from jobs import api, dashboard, health, metrics
 
 app_name = "jobs"
 
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("activity/", views.activity, name="activity"),
-    path("notifications/", views.create_notification, name="create_notification"),
-    path("reports/", views.create_report, name="create_report"),
     # Inspecting the queue: staff dashboard, health for load balancers, Prometheus metrics.
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("dashboard/panels/", dashboard.dashboard_panels, name="dashboard-panels"),

@@ -147,6 +147,10 @@ INSTALLED_APPS = [
     # This project's benchmarks (manage.py bench_api, bench_admin, bench_jobs); a site that
     # installs `jobs` leaves it out. Its tasks load only in the benchmark's own processes.
     "bench",
+    # This site's own parts, which use `jobs`: the example site, and the project itself
+    # (its commands run_site and stop_postgres).
+    "example",
+    "project",
 ]
 
 MIDDLEWARE = [
@@ -265,6 +269,13 @@ PROCRASTINATE_ON_APP_READY = "jobs.worker.on_app_ready"
 # on: by default in development, not in production (EXAMPLE_PAGES=on switches them on
 # there). Off, they answer 404.
 EXAMPLE_PAGES = env_bool("EXAMPLE_PAGES", default=not PRODUCTION)
+# Comments (user content with a lifetime) are deleted this many hours after creation. The
+# environment's old name, JOBS_COMMENT_LIFETIME_HOURS, is still read when the new one is unset.
+EXAMPLE_COMMENT_LIFETIME_HOURS = env_int(
+    "EXAMPLE_COMMENT_LIFETIME_HOURS",
+    env_int("JOBS_COMMENT_LIFETIME_HOURS", 24, minimum=1),
+    minimum=1,
+)
 
 # --- The jobs app (defaults in one place) ------------------------------------------------
 # A job's result row is written when it ends; one still running after this many
@@ -275,9 +286,11 @@ JOBS_RESULT_RUNNING_AFTER_MS = env_int("JOBS_RESULT_RUNNING_AFTER_MS", 1000)
 JOBS_API_MAX_BODY_BYTES = env_int("JOBS_API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 # How far ahead the job API lets a client schedule a job.
 JOBS_API_MAX_SCHEDULE_DAYS = env_int("JOBS_API_MAX_SCHEDULE_DAYS", 365, minimum=1)
+# Highest priority the job API accepts from a client (higher runs first). At 0, the default
+# priority of the site's own jobs, a client may lower its job's priority but not put it
+# ahead of them; lower still (negative) keeps every API job behind the site's.
+JOBS_API_MAX_PRIORITY = env_int("JOBS_API_MAX_PRIORITY", 0, minimum=-(2**31))
 
-# Comments (user content with a lifetime) are deleted this many hours after creation.
-JOBS_COMMENT_LIFETIME_HOURS = env_int("JOBS_COMMENT_LIFETIME_HOURS", 24, minimum=1)
 # Expired or revoked API tokens are kept this many days (for audit), then deleted.
 JOBS_EXPIRED_TOKEN_KEEP_DAYS = env_int("JOBS_EXPIRED_TOKEN_KEEP_DAYS", 30)
 # Retention of finished jobs (with their events and results), in hours, per final status;
@@ -302,6 +315,20 @@ JOBS_BACKGROUND_COMMANDS = env_list(
         "prune_jobs",
         "recover_stalled_jobs",
         "run_nightly_maintenance",
+    ],
+)
+# The steps of `run_nightly_maintenance`, in order (stalled jobs first, so that retention and
+# statistics see final states). Without the setting: the job system's own maintenance
+# commands; this site adds the example's `delete_expired_comments`.
+JOBS_NIGHTLY_COMMANDS = env_list(
+    "JOBS_NIGHTLY_COMMANDS",
+    [
+        "recover_stalled_jobs",
+        "prune_jobs",
+        "delete_expired_comments",
+        "delete_expired_tokens",
+        "clear_expired_sessions",
+        "compute_daily_statistics",
     ],
 )
 # Inspecting the queue. The dashboard's charts cover this many hours, and the page

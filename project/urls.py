@@ -17,4 +17,6 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("", include("jobs.urls")),
+    # The example site (/, /activity/, /notifications/, /reports/).
+    path("", include("example.urls")),
 ]

@@ -15,7 +15,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
-from jobs import charts, queue_stats, services, tasks
+from example import services, tasks
+from jobs import charts, queue_stats
 from jobs.queue_stats import Percentiles, QueueState, Throughput
 from jobs.testing import WorkerProcess
 from tests.conftest import JobMaker

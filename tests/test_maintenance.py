@@ -15,10 +15,13 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
+from example import tasks as example_tasks
+from example.models import Comment
 from jobs import tasks
 from jobs.maintenance import from_timestamp
-from jobs.models import ApiToken, Comment, DailyTaskStatistics, JobResult
+from jobs.models import ApiToken, DailyTaskStatistics, JobResult
 from jobs.tokens import issue_token
+from tests.example.test_maintenance import make_comments
 
 pytestmark = pytest.mark.django_db
 
@@ -33,47 +36,6 @@ def number(pattern: str, text: str) -> int:
     match = re.search(pattern, text)
     assert match, text
     return int(match.group(1))
-
-
-def make_comments(now: dt.datetime, ages_in_hours: list[float]) -> None:
-    for age in ages_in_hours:
-        Comment.objects.create(author="x", body="y", created_at=now - dt.timedelta(hours=age))
-
-
-def test_delete_expired_comments__dry_run_then_run_then_again() -> None:
-    now = timezone.now()
-    make_comments(now, [1, 23, 25, 48, 100])
-
-    dry = run("delete_expired_comments", "--dry-run")
-    assert number(r"Would delete (\d+) comment", dry) == 3
-    assert Comment.objects.count() == 5
-
-    real = run("delete_expired_comments", "--batch-size", "2")
-    assert number(r"Deleted (\d+) comment", real) == 3
-    assert "2 deleted so far" in real  # progress per batch
-    assert Comment.objects.count() == 2
-
-    assert number(r"Deleted (\d+) comment", run("delete_expired_comments")) == 0
-    assert Comment.objects.count() == 2
-
-
-def test_delete_expired_comments__hours_option_and_bad_values() -> None:
-    now = timezone.now()
-    make_comments(now, [1, 3])
-    assert number(r"Deleted (\d+)", run("delete_expired_comments", "--hours", "2")) == 1
-    for bad in (["--hours", "0"], ["--hours", "soon"], ["--batch-size", "-5"]):
-        with pytest.raises(CommandError, match=r"at least|not a whole number"):
-            run("delete_expired_comments", *bad)
-
-
-def test_delete_expired_comments__periodic_task_uses_its_timestamp() -> None:
-    now = timezone.now()
-    make_comments(now, [1, 30])
-    a_day_ago = int((now - dt.timedelta(days=1)).timestamp())
-
-    # A tick from a day ago sees the 30-hour-old comment as 6 hours old: nothing expires.
-    assert tasks.delete_expired_comments(timestamp=a_day_ago) == {"deleted": 0}
-    assert tasks.delete_expired_comments(timestamp=int(now.timestamp())) == {"deleted": 1}
 
 
 def test_clear_expired_sessions__dry_run_then_run() -> None:
@@ -126,7 +88,7 @@ def test_expired_token__is_refused() -> None:
 
 
 def add_result(task_name: str, status: str, finished_at: dt.datetime, seconds: float) -> None:
-    job_id = tasks.build_report.defer(report_id=1)
+    job_id = example_tasks.build_report.defer(report_id=1)
     JobResult.objects.create(
         job_id=job_id,
         task_name=task_name,
@@ -215,6 +177,44 @@ def test_run_nightly_maintenance__dry_run_runs_every_step_and_changes_nothing() 
     assert "Would delete 1 comment" in out
     assert Comment.objects.count() == 1
     assert "Nightly maintenance done (6 steps)." in out
+
+
+def test_run_nightly_maintenance__without_the_setting_runs_the_job_system_s_steps(
+    settings: Any,
+) -> None:
+    del settings.JOBS_NIGHTLY_COMMANDS
+
+    out = run("run_nightly_maintenance", "--dry-run")
+
+    steps = re.findall(r"^(\w+):$", out, flags=re.MULTILINE)
+    assert steps == [
+        "recover_stalled_jobs",
+        "prune_jobs",
+        "delete_expired_tokens",
+        "clear_expired_sessions",
+        "compute_daily_statistics",
+    ]
+    assert "Nightly maintenance done (5 steps)." in out
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (["prune_jobs", "delete_expired_coments"], "do not exist: delete_expired_coments"),
+        (["prune_jobs", "run_nightly_maintenance"], "must not contain run_nightly_maintenance"),
+    ],
+)
+def test_run_nightly_maintenance__refuses_bad_steps_before_running_any(
+    settings: Any, steps: list[str], message: str
+) -> None:
+    settings.JOBS_NIGHTLY_COMMANDS = steps
+    make_comments(timezone.now(), [48])
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=message):
+        call_command("run_nightly_maintenance", stdout=out, stderr=out)
+
+    assert out.getvalue() == ""  # not even the first step
 
 
 def test_list_periodic_tasks__schedules_in_words() -> None:

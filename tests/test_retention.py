@@ -14,7 +14,8 @@ from django.utils import timezone
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
-from jobs import retention, tasks
+from example import tasks
+from jobs import retention
 from jobs.models import JobResult
 
 pytestmark = pytest.mark.django_db(transaction=True)

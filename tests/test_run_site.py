@@ -23,7 +23,7 @@ from django.core.management.base import CommandError
 from django.test import Client, override_settings
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import services
+from example import services
 from jobs.testing import wait_until, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,8 +7,8 @@ import datetime as dt
 from django.core import mail
 from django.utils import timezone
 
-from jobs import services
-from jobs.models import Notification, Report
+from example import services
+from example.models import Notification, Report
 from jobs.testing import InMemoryQueue
 
 
@@ -20,7 +20,7 @@ def test_procrastinate_in_memory__runs_deferred_jobs_on_demand(
     report = Report.objects.create(
         title="Today", period_start=now - dt.timedelta(days=1), period_end=now
     )
-    from jobs import tasks
+    from example import tasks
 
     tasks.build_report.defer(report_id=report.pk)
 
@@ -42,7 +42,7 @@ def test_procrastinate_in_memory__runs_deferred_jobs_on_demand(
 def test_procrastinate_in_memory__failed_job_is_reported(
     procrastinate_in_memory: InMemoryQueue,
 ) -> None:
-    from jobs import tasks
+    from example import tasks
 
     tasks.send_notification.defer(notification_id=123456)  # no such notification
 

@@ -12,8 +12,8 @@ import pytest
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
-from jobs import services, tasks
-from jobs.models import Notification, Report
+from example import services, tasks
+from example.models import Notification, Report
 from jobs.testing import WorkerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)

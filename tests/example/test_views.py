@@ -11,8 +11,9 @@ from django.contrib.auth.models import Permission, User
 from django.test import AsyncClient, Client, override_settings
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import services, tasks
-from jobs.models import Notification, Report
+from example import services, tasks
+from example.models import Notification, Report
+from jobs import tasks as jobs_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,13 +103,13 @@ def test_example_pages__logged_in_user_without_the_permissions_gets_403(
 @pytest.mark.parametrize(
     ("missing", "method", "path", "data"),
     [
-        ("jobs.add_notification", *PAGES[2]),
-        ("jobs.add_report", *PAGES[3]),
-        ("jobs.view_notification", *PAGES[0]),
-        ("jobs.view_report", *PAGES[1]),
+        ("example.add_notification", *PAGES[2]),
+        ("example.add_report", *PAGES[3]),
+        ("example.view_notification", *PAGES[0]),
+        ("example.view_report", *PAGES[1]),
         # Adding is not enough: a refused form shows the recent activity again.
-        ("jobs.view_notification", *PAGES[2]),
-        ("jobs.view_report", *PAGES[3]),
+        ("example.view_notification", *PAGES[2]),
+        ("example.view_report", *PAGES[3]),
     ],
 )
 def test_example_pages__each_permission_is_needed(
@@ -152,7 +153,9 @@ async def test_create_report__async_view_is_guarded_too(async_client: AsyncClien
 
 def test_activity__shows_the_example_jobs_and_no_other_task_s_arguments(member: Client) -> None:
     notification = services.queue_notification(recipient="ada@example.com", subject="Hi")
-    tasks.run_management_command.defer(command="prune_jobs", args=["--secret-looking-argument"])
+    jobs_tasks.run_management_command.defer(
+        command="prune_jobs", args=["--secret-looking-argument"]
+    )
     tasks.delete_sent_notifications.defer(older_than_days=424242)
 
     for page in (member.get("/").content, member.get("/activity/").content):

@@ -7,19 +7,19 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from jobs import maintenance
+from example import maintenance
 from jobs.management.arguments import whole_number
 
 
 class Command(BaseCommand):
-    help = "Delete comments older than their lifetime (default JOBS_COMMENT_LIFETIME_HOURS)."
+    help = "Delete comments older than their lifetime (default EXAMPLE_COMMENT_LIFETIME_HOURS)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--hours",
             type=whole_number(1),
             default=None,
-            help="Lifetime in hours (default: the JOBS_COMMENT_LIFETIME_HOURS setting).",
+            help="Lifetime in hours (default: the EXAMPLE_COMMENT_LIFETIME_HOURS setting).",
         )
         parser.add_argument("--batch-size", type=whole_number(1, 100_000), default=1000)
         parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
@@ -27,7 +27,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, hours: int | None, batch_size: int, dry_run: bool, **options: Any
     ) -> None:
-        lifetime = dt.timedelta(hours=hours or settings.JOBS_COMMENT_LIFETIME_HOURS)
+        lifetime = dt.timedelta(hours=hours or settings.EXAMPLE_COMMENT_LIFETIME_HOURS)
         count = maintenance.delete_expired_comments(
             now=timezone.now(),
             lifetime=lifetime,

@@ -19,9 +19,11 @@ from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import services, stalled, tasks
+from example import services, tasks
+from example.models import Notification, Report
+from jobs import stalled
 from jobs.databases import database_url
-from jobs.models import JobResult, Notification, Report
+from jobs.models import JobResult
 from jobs.testing import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -135,18 +137,18 @@ def test_send_notification__a_run_while_another_sends_waits_and_sends_nothing(
     # The first run, played by the test: it holds the row while it "sends".
     with psycopg.connect(database_url()) as first_run:
         first_run.execute(
-            "SELECT sent_at FROM jobs_notification WHERE id = %s FOR UPDATE", [notification.pk]
+            "SELECT sent_at FROM example_notification WHERE id = %s FOR UPDATE", [notification.pk]
         )
         start_worker(
             "--queues", "notifications", EMAIL_BACKEND=FILE_MAIL, EMAIL_FILE_PATH=str(outbox)
         )
         job_id = tasks.send_notification.defer(notification_id=notification.pk)
         wait_until(
-            lambda: waiting_for_a_row_lock("jobs_notification"),
+            lambda: waiting_for_a_row_lock("example_notification"),
             what="the second run to wait for the notification's row lock",
         )
         first_run.execute(
-            "UPDATE jobs_notification SET sent_at = now() WHERE id = %s", [notification.pk]
+            "UPDATE example_notification SET sent_at = now() WHERE id = %s", [notification.pk]
         )
 
     wait_until(lambda: ProcrastinateJob.objects.get(id=job_id).status == "succeeded")

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from jobs import services
+from example import services
 from jobs.processes import ProcessGroup, web_server_command, worker_command
 
 

@@ -17,17 +17,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 
-from jobs import tasks
-from jobs.models import Notification, Report
+from example import tasks
+from example.models import Notification, Report
 from jobs.transaction import async_atomic
 
-# Who may use the example pages (jobs/views.py): the overview (the forms and the recent
+# Who may use the example pages (example/views.py): the overview (the forms and the recent
 # activity) needs both view permissions, each form also its model's add permission. The
 # demo user `run_site` makes in development gets exactly these.
-OVERVIEW_PERMISSIONS = ("jobs.view_notification", "jobs.view_report")
-SEND_NOTIFICATION_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "jobs.add_notification")
-BUILD_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "jobs.add_report")
-EXAMPLE_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "jobs.add_notification", "jobs.add_report")
+OVERVIEW_PERMISSIONS = ("example.view_notification", "example.view_report")
+SEND_NOTIFICATION_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_notification")
+BUILD_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_report")
+EXAMPLE_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_notification", "example.add_report")
 # The jobs the example's pages show: their own tasks' only, never other tasks' arguments.
 EXAMPLE_TASK_NAMES = (tasks.send_notification.name, tasks.build_report.name)
 DEMO_USERNAME = "demo"

@@ -24,9 +24,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import services
-from jobs.forms import NotificationForm, ReportForm
-from jobs.models import Notification, Report
+from example import services
+from example.forms import NotificationForm, ReportForm
+from example.models import Notification, Report
 
 RECENT = 10
 
@@ -88,14 +88,14 @@ def home(request: HttpRequest) -> HttpResponse:
         "report_form": ReportForm(),
         **_activity_context(),
     }
-    return render(request, "jobs/home.html", context)
+    return render(request, "example/home.html", context)
 
 
 @example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def activity(request: HttpRequest) -> HttpResponse:
     """The recent-activity fragment the page reloads every few seconds."""
-    return render(request, "jobs/_activity.html", _activity_context())
+    return render(request, "example/_activity.html", _activity_context())
 
 
 @example_page(*services.SEND_NOTIFICATION_PERMISSIONS)
@@ -105,12 +105,12 @@ def create_notification(request: HttpRequest) -> HttpResponse:
     form = NotificationForm(request.POST)
     if not form.is_valid():
         context = {"notification_form": form, "report_form": ReportForm(), **_activity_context()}
-        return render(request, "jobs/home.html", context, status=400)
+        return render(request, "example/home.html", context, status=400)
     notification = services.queue_notification(**form.cleaned_data)
     messages.success(
         request, f"Notification #{notification.pk} saved; job #{notification.job_id} deferred."
     )
-    return redirect("jobs:home")
+    return redirect("example:home")
 
 
 @example_page(*services.BUILD_REPORT_PERMISSIONS)
@@ -124,7 +124,7 @@ async def create_report(request: HttpRequest) -> HttpResponse:
             "report_form": form,
             **await sync_to_async(_activity_context)(),
         }
-        return await sync_to_async(render)(request, "jobs/home.html", context, status=400)
+        return await sync_to_async(render)(request, "example/home.html", context, status=400)
     end = timezone.now()
     report = await services.aqueue_report(
         title=form.cleaned_data["title"],
@@ -134,4 +134,4 @@ async def create_report(request: HttpRequest) -> HttpResponse:
     await sync_to_async(messages.success)(
         request, f"Report #{report.pk} saved; job #{report.job_id} deferred."
     )
-    return redirect("jobs:home")
+    return redirect("example:home")

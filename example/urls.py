@@ -1,0 +1,14 @@
+from django.urls import path
+
+from example import views
+
+app_name = "example"
+
+# The example pages: each guarded by `views.example_page` (the EXAMPLE_PAGES switch, a
+# login, the example's permissions).
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("activity/", views.activity, name="activity"),
+    path("notifications/", views.create_notification, name="create_notification"),
+    path("reports/", views.create_report, name="create_report"),
+]
