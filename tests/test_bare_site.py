@@ -332,7 +332,7 @@ def test_bare_site__admin_lists_the_jobs_and_shows_one(
     )
     assert status == 200, brief(page)
     assert "greetings.greet" in page
-    assert "Hello, Ada!" in page  # the recorded result
+    assert "Hello, Ada!" in page, "the job's page shows no recorded result"
 
 
 @pytest.mark.parametrize(

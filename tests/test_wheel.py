@@ -226,22 +226,15 @@ def test_wheel__installs_alone_and_serves_the_bare_site(
     def django(*args: str) -> str:
         return run_command([python, "-m", "django", *args], cwd=site, env=env).stdout
 
-    where = run_command(
-        [python, "-c", "import jobs; print(jobs.__file__)"], cwd=site, env=env
-    ).stdout.strip()
-    assert Path(where).is_relative_to(venv), where
-    # None of this repository's own site came along.
-    absent = run_command(
-        [
-            python,
-            "-c",
-            f"import importlib.util as u; print([m for m in {SITE_MODULES!r} if u.find_spec(m)])",
-        ],
-        cwd=site,
-        env=env,
-    ).stdout.strip()
-    assert absent == "[]"
+    # `jobs` comes from the wheel, and nothing of this repository's own site came along.
+    code = (
+        "import importlib.util, jobs; print(jobs.__file__); "
+        f"print([m for m in {SITE_MODULES!r} if importlib.util.find_spec(m)])"
+    )
+    package, present = run_command([python, "-c", code], cwd=site, env=env).stdout.splitlines()
+    assert Path(package).is_relative_to(venv), package
+    assert present == "[]"
     assert django("check").strip() == "System check identified no issues (0 silenced)."
     assert "Applying jobs.0001_initial... OK" in django("migrate", "--noinput")
-    found = django("findstatic", "--verbosity", "0", "jobs/dashboard.js").strip()
-    assert Path(found).is_relative_to(venv), found
+    static = django("findstatic", "--verbosity", "0", "jobs/dashboard.js").strip()
+    assert Path(static).is_relative_to(venv), static
