@@ -162,7 +162,8 @@ def _accepts(port: int) -> bool:
     return True
 
 
-def _started(process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool]) -> bool:
+def _ready(process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool]) -> bool:
+    """Whether `ready()` says the started `process` is ready; fails at once if it died."""
     if process.poll() is not None:
         raise AssertionError(f"{process.args!r} exited early:\n{log.read_text()[-4000:]}")
     return ready()
@@ -227,14 +228,14 @@ def bare_site(
         # Listening, so that a job deferred from now on wakes it at once (no polling wait).
         listening = "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query ILIKE 'LISTEN %%'"
         wait_until(
-            lambda: _started(
+            lambda: _ready(
                 worker, logs / "worker.log", lambda: bool(site.query(listening, (DATABASE,)))
             ),
             timeout=60,
             what="the bare site's worker listens",
         )
         wait_until(
-            lambda: _started(web, logs / "uvicorn.log", lambda: _accepts(port)),
+            lambda: _ready(web, logs / "uvicorn.log", lambda: _accepts(port)),
             timeout=60,
             what="the bare site's web server answers",
         )
