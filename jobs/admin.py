@@ -30,6 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from procrastinate.contrib.django import admin as procrastinate_admin  # noqa: F401 (below)
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
 from jobs import job_actions, job_list, job_times
@@ -126,6 +127,8 @@ class ApiTokenAdmin(CheckedListAdmin):
 
 # --- procrastinate's jobs and events: read-only, fast on millions of rows ----------------
 
+# procrastinate's job admin, replaced below; its module is imported above, so it is
+# registered by now whatever the order of INSTALLED_APPS (autodiscovery follows it).
 admin.site.unregister(ProcrastinateJob)
 
 ARGS_PREVIEW_CHARS = 120  # in the list

@@ -31,7 +31,6 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
@@ -48,6 +47,7 @@ from procrastinate import tasks as procrastinate_tasks
 from procrastinate.contrib.django import app
 
 from jobs import tokens
+from jobs.conf import jobs_settings
 from jobs.http_tasks import (
     ArgumentError,
     api_lock,
@@ -195,7 +195,7 @@ def read_body(request: HttpRequest) -> bytes:
 
     Every POST view reads it first, before the CSRF check can parse a form body unbounded.
     """
-    limit = settings.JOBS_API_MAX_BODY_BYTES
+    limit = jobs_settings.JOBS_API_MAX_BODY_BYTES
     too_large = ApiError(413, f"The body is larger than {limit} bytes.")
     declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isdigit() and int(declared) > limit:
@@ -273,7 +273,7 @@ def _priority(value: Any) -> int:
     # An API client may lower its job's priority, down to PostgreSQL's int range, but not
     # raise it above JOBS_API_MAX_PRIORITY: the site's own jobs (priority 0 unless their
     # task says otherwise) are not to wait behind a client's.
-    lowest, highest = PG_INT_RANGE[0], min(settings.JOBS_API_MAX_PRIORITY, PG_INT_RANGE[1])
+    lowest, highest = PG_INT_RANGE[0], min(jobs_settings.JOBS_API_MAX_PRIORITY, PG_INT_RANGE[1])
     if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
         raise ApiError(
             400,

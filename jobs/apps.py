@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 from django.db.backends.signals import connection_created
 
 
@@ -7,10 +8,14 @@ class JobsConfig(AppConfig):
     verbose_name = "Background jobs"
 
     def ready(self) -> None:
+        from jobs.conf import check_settings
         from jobs.out_of_range_times import tolerate_out_of_range_times_on_django_connection
         from jobs.readonly import protect_procrastinate_models
+        from jobs.worker import install_on_procrastinate_app
 
+        checks.register(check_settings)
         protect_procrastinate_models()
+        install_on_procrastinate_app()
         # After Django's backend set up the connection (its time zone's loader included),
         # before anything reads through it: a job row with a time before year 1 or after
         # 9999 must not fail the page or command that lists it (jobs/out_of_range_times.py).

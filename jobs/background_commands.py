@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import io
 
-from django.conf import settings
 from django.core.management import call_command, get_commands, load_command_class
+
+from jobs.conf import jobs_settings
 
 OUTPUT_LIMIT = 20_000
 
@@ -27,12 +28,12 @@ class CommandExited(RuntimeError):
 
 
 def allowed_commands() -> list[str]:
-    return sorted(settings.JOBS_BACKGROUND_COMMANDS)
+    return sorted(jobs_settings.JOBS_BACKGROUND_COMMANDS)
 
 
 def check_command(command: str, args: list[str]) -> None:
     """Refuse a command outside the allow-list, or arguments that are not strings."""
-    if command not in settings.JOBS_BACKGROUND_COMMANDS:
+    if command not in jobs_settings.JOBS_BACKGROUND_COMMANDS:
         raise CommandNotAllowed(
             f"{command!r} is not allowed to run in the background; allowed: "
             f"{', '.join(allowed_commands())}."

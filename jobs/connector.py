@@ -50,7 +50,7 @@ after 9999, infinity) as the nearest bound instead of failing the query: one suc
 made the worker that fetched it exit (see jobs/out_of_range_times.py).
 
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
-`manage.py procrastinate worker`; `jobs.worker.on_app_ready` installs it.
+`manage.py procrastinate worker`; installing the app installs it (jobs/worker.py).
 """
 
 from __future__ import annotations

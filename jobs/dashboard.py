@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from jobs import charts, periodic, queue_stats
+from jobs.conf import jobs_settings
 
 # Percentiles are computed over the most recent jobs of the window, at most this many.
 TIMING_SAMPLE = 1000
@@ -91,7 +91,8 @@ def take_snapshot(*, hours: int, live_within: float) -> Snapshot:
 
 def _current_snapshot() -> Snapshot:
     return take_snapshot(
-        hours=settings.JOBS_DASHBOARD_HOURS, live_within=settings.JOBS_STALLED_WORKER_SECONDS
+        hours=jobs_settings.JOBS_DASHBOARD_HOURS,
+        live_within=jobs_settings.JOBS_STALLED_WORKER_SECONDS,
     )
 
 
@@ -166,7 +167,7 @@ def _panels_context(snapshot: Snapshot) -> dict[str, Any]:
 @staff_with_view_permission
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = _panels_context(_current_snapshot())
-    context["refresh_seconds"] = settings.JOBS_DASHBOARD_REFRESH_SECONDS
+    context["refresh_seconds"] = jobs_settings.JOBS_DASHBOARD_REFRESH_SECONDS
     return render(request, "jobs/dashboard.html", context)
 
 

@@ -23,11 +23,12 @@ from functools import cache
 from importlib import import_module
 from typing import Any
 
-from django.conf import settings
 from django.db import Error, connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from jobs.conf import jobs_settings
 
 CHECKS = ("database", "migrations", "workers")
 # The apps whose migrations the code needs, and where they live.
@@ -112,7 +113,7 @@ def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
                 results["migrations"] = _check_migrations(cursor)
             if "workers" not in skip:
                 results["workers"] = _check_workers(
-                    cursor, float(settings.JOBS_STALLED_WORKER_SECONDS)
+                    cursor, float(jobs_settings.JOBS_STALLED_WORKER_SECONDS)
                 )
     except Error as exc:  # OperationalError, InterfaceError, a statement timeout...
         error = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.conf import settings
 from django.utils import timezone
+
+from jobs.conf import jobs_settings
 
 # A time in the past means "run now"; one much further back is a client's bug (a wrong year,
 # a wrong unit), not a wish, and is refused rather than silently run.
@@ -26,7 +27,7 @@ class ScheduleError(ValueError):
 
 
 def max_ahead() -> dt.timedelta:
-    return dt.timedelta(days=settings.JOBS_API_MAX_SCHEDULE_DAYS)
+    return dt.timedelta(days=jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS)
 
 
 def scheduled_time(when: dt.datetime, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -44,5 +45,5 @@ def scheduled_time(when: dt.datetime, *, now: dt.datetime | None = None) -> dt.d
     if in_utc < now - MAX_PAST:
         raise ScheduleError(f"At most {MAX_PAST.days} day in the past.")
     if in_utc > now + max_ahead():
-        raise ScheduleError(f"At most {settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.")
+        raise ScheduleError(f"At most {jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS} days ahead.")
     return in_utc

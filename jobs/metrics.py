@@ -32,7 +32,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from django.conf import settings
 from django.db import Error, connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
@@ -47,6 +46,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from jobs import queue_stats
+from jobs.conf import jobs_settings
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 # The histograms describe at most this many of the most recent jobs of the window.
@@ -164,7 +164,7 @@ def _bearer_token(request: HttpRequest) -> str | None:
 
 
 def is_allowed(request: HttpRequest) -> bool:
-    expected = settings.JOBS_METRICS_TOKEN
+    expected = jobs_settings.JOBS_METRICS_TOKEN
     presented = _bearer_token(request)
     if expected and presented is not None:
         return hmac.compare_digest(presented.encode(), expected.encode())
@@ -188,8 +188,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         QueueCollector(
-            window_seconds=float(settings.JOBS_METRICS_WINDOW_SECONDS),
-            live_within=float(settings.JOBS_STALLED_WORKER_SECONDS),
+            window_seconds=float(jobs_settings.JOBS_METRICS_WINDOW_SECONDS),
+            live_within=float(jobs_settings.JOBS_STALLED_WORKER_SECONDS),
         )
     )
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
@@ -42,6 +41,7 @@ from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
 
+from jobs.conf import jobs_settings
 from jobs.connector import ReconnectingPsycopgConnector
 from jobs.models import JobResult
 
@@ -206,7 +206,7 @@ async def record_result(
     assert job_id is not None
     started = time.monotonic()
     attempt = Attempt(context=context, job_id=job_id, started_at=timezone.now())
-    delay = settings.JOBS_RESULT_RUNNING_AFTER_MS / 1000
+    delay = jobs_settings.JOBS_RESULT_RUNNING_AFTER_MS / 1000
     running_row: asyncio.Task[None] | None = None
     if delay:
         running_row = asyncio.create_task(_write_running_row_after(attempt, delay))

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.conf import settings
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
 from jobs import background_commands, maintenance, retention, stalled
+from jobs.conf import jobs_settings
 
 # The queue of the job system's own work. Workers started without `--queues` listen to
 # every queue (and to procrastinate's `builtin` queue).
 MAINTENANCE_QUEUE = "maintenance"
+# Stalled-job recovery's priority: above any the site's own jobs use. The job API must keep
+# its clients' priorities below it, or a client could starve recovery.
+RECOVERY_PRIORITY = 1_000_000_000
 
 
 # --- Periodic maintenance -----------------------------------------------------------------
@@ -42,7 +45,7 @@ def delete_expired_tokens(timestamp: int) -> dict[str, object]:
     """Delete API tokens expired or revoked more than JOBS_EXPIRED_TOKEN_KEEP_DAYS ago."""
     deleted = maintenance.delete_expired_tokens(
         now=maintenance.from_timestamp(timestamp),
-        keep_for=dt.timedelta(days=settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS),
+        keep_for=dt.timedelta(days=jobs_settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS),
     )
     return {"deleted": deleted}
 
@@ -77,24 +80,28 @@ def compute_daily_statistics(timestamp: int) -> dict[str, object]:
 def prune_jobs(timestamp: int) -> dict[str, object]:
     """Delete finished jobs (with events and results) past JOBS_RETENTION_HOURS."""
     pruned = retention.prune_jobs(
-        now=maintenance.from_timestamp(timestamp), hours=settings.JOBS_RETENTION_HOURS
+        now=maintenance.from_timestamp(timestamp), hours=jobs_settings.JOBS_RETENTION_HOURS
     )
     return {item.status: item.jobs for item in pruned}
 
 
-# Every minute.
+# Every minute, ahead of any backlog: workers take jobs by priority, then in the order they
+# were deferred, so at the default priority a recovery would wait behind every job deferred
+# before it. No `lock`: a recovery whose own worker died would stay `doing` holding it,
+# and no later one could run to recover it. Two at once are harmless (jobs/stalled.py
+# recovers each attempt once); the queueing lock keeps ticks from piling up.
 @app.periodic(cron="* * * * *", periodic_id="every-minute")
 @app.task(
     name="jobs.recover_stalled_jobs",
     queue=MAINTENANCE_QUEUE,
-    lock="jobs.recover_stalled_jobs",
+    priority=RECOVERY_PRIORITY,
     queueing_lock="jobs.recover_stalled_jobs",
     retry=False,
 )
 async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
     """Retry (or fail, per task policy) jobs whose worker stopped sending heartbeats."""
     recovered = await stalled.arecover_stalled_jobs(
-        stalled_after=settings.JOBS_STALLED_WORKER_SECONDS
+        stalled_after=jobs_settings.JOBS_STALLED_WORKER_SECONDS
     )
     return {
         "retried": [r.job_id for r in recovered if r.action == "retried"],

@@ -1,37 +1,95 @@
-"""How procrastinate's worker runs this project's tasks.
+"""How procrastinate's workers run the tasks of a site that installs `jobs`.
 
-`PROCRASTINATE_ON_APP_READY` points at `on_app_ready`, which adds the result recorder of
-`jobs.results` as worker middleware to every worker the app starts (`manage.py procrastinate
-worker` included), and gives workers the connector of `jobs.connector`, which rides out a
-database restart. Django connections around each task need nothing here: procrastinate's
-Django app already closes broken or expired ones before and after every task, as Django
-does around a request.
+Installing the app is enough: `JobsConfig.ready` gives procrastinate's Django app the result
+recorder of `jobs.results` as worker middleware of every worker it starts (`manage.py
+procrastinate worker` included), and the connector of `jobs.connector`, which rides out a
+database restart. Whatever the order of `jobs` and `procrastinate.contrib.django` in
+INSTALLED_APPS: procrastinate creates its app in its own `ready()`, so when that comes after
+ours the extras follow right after it.
+
+`JOBS_INSTALL_WORKER_EXTRAS = False` leaves both out; a site that wants them under its own
+`PROCRASTINATE_ON_APP_READY` hook can call `install_worker_extras(app)` there. Installing twice
+changes nothing, so a site that still sets `PROCRASTINATE_ON_APP_READY =
+"jobs.worker.on_app_ready"` (the way before) keeps one recorder and one connector.
+
+Django connections around each task need nothing here: procrastinate's Django app already
+closes broken or expired ones before and after every task, as Django does around a request.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import procrastinate
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from procrastinate.app import WorkerOptions
+from procrastinate.contrib.django import procrastinate_app
+from procrastinate.contrib.django.django_connector import DjangoConnector
 
-if TYPE_CHECKING:
-    import procrastinate
+from jobs.conf import jobs_settings
 
 
-def on_app_ready(app: procrastinate.App) -> None:
-    from procrastinate.contrib.django.django_connector import DjangoConnector
-
+def install_worker_extras(app: procrastinate.App) -> None:
+    """Give `app` the result recorder and the reconnecting connector, once."""
     from jobs.connector import ReconnectingDjangoConnector
     from jobs.results import record_result
 
-    # Workers that survive a database restart (see jobs.connector). The app was built
-    # with procrastinate's plain Django connector a moment ago; nothing has used it yet.
+    # Workers that survive a database restart (see jobs.connector). Only procrastinate's
+    # plain Django connector is replaced: another one is the site's choice (or ours).
+    # The connector holds no connection of its own, so one that was used is replaced too.
     if type(app.connector) is DjangoConnector:
         reconnecting = ReconnectingDjangoConnector(alias=app.connector.alias)
         app.connector = reconnecting
         app.job_manager.connector = reconnecting
 
     # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
-    app.worker_defaults = {
-        **app.worker_defaults,
+    defaults: WorkerOptions = {**stalled_worker_defaults(), **app.worker_defaults}
+    middleware = defaults.get("worker_middleware", [])
+    if record_result not in middleware:
         # Wraps every job, sync or async, on the worker's event loop.
-        "worker_middleware": [record_result, *app.worker_defaults.get("worker_middleware", [])],
-    }
+        defaults["worker_middleware"] = [record_result, *middleware]
+    app.worker_defaults = defaults
+
+
+def stalled_worker_defaults() -> WorkerOptions:
+    """procrastinate's worker options that must agree with JOBS_STALLED_WORKER_SECONDS (a
+    site's own PROCRASTINATE_WORKER_DEFAULTS win).
+
+    Workers beat four times within it (every 10 s at most, procrastinate's default), so a
+    live worker is never taken for a stalled one. And procrastinate's worker deletes, as it
+    starts, the workers silent for `stalled_worker_timeout` (30 s by default), which hands
+    their running jobs straight to recovery: the same age as recovery's keeps a starting
+    worker from orphaning the jobs of one that is only late.
+    """
+    seconds = float(jobs_settings.JOBS_STALLED_WORKER_SECONDS)
+    return {"update_heartbeat_interval": min(10.0, seconds / 4), "stalled_worker_timeout": seconds}
+
+
+# The name sites set as PROCRASTINATE_ON_APP_READY before installing the app did it.
+on_app_ready = install_worker_extras
+
+
+def install_on_procrastinate_app() -> None:
+    """Install the extras on procrastinate's Django app (JobsConfig.ready), unless the site
+    opted out: now if the app exists, else right after procrastinate's `ready()` creates it."""
+    if not jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
+        return
+    if isinstance(procrastinate_app.current_app, procrastinate.App):
+        install_worker_extras(procrastinate_app.current_app)
+        return
+    # `jobs` comes first in INSTALLED_APPS. Every app config exists by now and Django calls
+    # their `ready()` in order, so procrastinate's is still to come: follow it. Its own hook,
+    # PROCRASTINATE_ON_APP_READY, is the site's (a single dotted path), so it is left alone.
+    try:
+        config = apps.get_app_config("procrastinate")
+    except LookupError:
+        raise ImproperlyConfigured(
+            "jobs needs procrastinate's Django app: add 'procrastinate.contrib.django' to "
+            "INSTALLED_APPS."
+        ) from None
+    create_app = config.ready
+
+    def ready() -> None:
+        create_app()
+        install_worker_extras(procrastinate_app.current_app)
+
+    config.ready = ready

@@ -16,6 +16,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs.conf import JobsSettings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -260,8 +262,8 @@ PROCRASTINATE_PERIODIC_DEFAULTS: dict[str, object] = {}
 # Extra task modules besides each app's tasks.py (comma-separated dotted paths); the test
 # suite uses it to give the worker processes it starts its own test tasks.
 PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
-# Adds the project's result recorder and restart-proof worker connector (jobs/worker.py).
-PROCRASTINATE_ON_APP_READY = "jobs.worker.on_app_ready"
+# No PROCRASTINATE_ON_APP_READY: installing `jobs` adds its result recorder and its
+# restart-proof worker connector to procrastinate's app (jobs/worker.py).
 
 # --- The example site ---------------------------------------------------------------------
 # The example pages (/, /activity/, /notifications/, /reports/) mail any address a user
@@ -277,49 +279,46 @@ EXAMPLE_COMMENT_LIFETIME_HOURS = env_int(
     minimum=1,
 )
 
-# --- The jobs app (defaults in one place) ------------------------------------------------
-# A job's result row is written when it ends; one still running after this many
-# milliseconds also gets a "running" row (worker, start) meanwhile. 0: at every start,
-# which costs a second write per job (see jobs/results.py).
-JOBS_RESULT_RUNNING_AFTER_MS = env_int("JOBS_RESULT_RUNNING_AFTER_MS", 1000)
-# Largest body the job API accepts (413 above it).
-JOBS_API_MAX_BODY_BYTES = env_int("JOBS_API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
-# How far ahead the job API lets a client schedule a job.
-JOBS_API_MAX_SCHEDULE_DAYS = env_int("JOBS_API_MAX_SCHEDULE_DAYS", 365, minimum=1)
-# Highest priority the job API accepts from a client (higher runs first). At 0, the default
-# priority of the site's own jobs, a client may lower its job's priority but not put it
-# ahead of them; lower still (negative) keeps every API job behind the site's.
-JOBS_API_MAX_PRIORITY = env_int("JOBS_API_MAX_PRIORITY", 0, minimum=-(2**31))
+# --- The jobs app --------------------------------------------------------------------------
+# Every JOBS_* setting has its default and its check in jobs/conf.py (README, "Settings of the
+# jobs app"); a bad value stops `manage.py check`, which every command runs first. This
+# project lets an environment variable of the same name replace a default.
 
-# Expired or revoked API tokens are kept this many days (for audit), then deleted.
-JOBS_EXPIRED_TOKEN_KEEP_DAYS = env_int("JOBS_EXPIRED_TOKEN_KEEP_DAYS", 30)
-# Retention of finished jobs (with their events and results), in hours, per final status;
-# 0 keeps that status forever. Failures are kept longer: someone may need to read them.
+# A job's result row is written when it ends; one still running after this many
+# milliseconds also gets a "running" row (worker, start) meanwhile.
+JOBS_RESULT_RUNNING_AFTER_MS = env_int(
+    "JOBS_RESULT_RUNNING_AFTER_MS", JobsSettings.JOBS_RESULT_RUNNING_AFTER_MS.default
+)
+JOBS_API_MAX_BODY_BYTES = env_int(
+    "JOBS_API_MAX_BODY_BYTES", JobsSettings.JOBS_API_MAX_BODY_BYTES.default
+)
+JOBS_API_MAX_SCHEDULE_DAYS = env_int(
+    "JOBS_API_MAX_SCHEDULE_DAYS", JobsSettings.JOBS_API_MAX_SCHEDULE_DAYS.default
+)
+JOBS_API_MAX_PRIORITY = env_int(
+    "JOBS_API_MAX_PRIORITY", JobsSettings.JOBS_API_MAX_PRIORITY.default, minimum=-(2**31)
+)
+JOBS_EXPIRED_TOKEN_KEEP_DAYS = env_int(
+    "JOBS_EXPIRED_TOKEN_KEEP_DAYS", JobsSettings.JOBS_EXPIRED_TOKEN_KEEP_DAYS.default
+)
+# Retention of finished jobs, in hours, per final status (JOBS_RETENTION_SUCCEEDED_HOURS,
+# ..._FAILED_..., ..._CANCELLED_..., ..._ABORTED_...); 0 keeps that status forever.
 JOBS_RETENTION_HOURS = {
-    "succeeded": env_int("JOBS_RETENTION_SUCCEEDED_HOURS", 24 * 7),
-    "failed": env_int("JOBS_RETENTION_FAILED_HOURS", 24 * 30),
-    "cancelled": env_int("JOBS_RETENTION_CANCELLED_HOURS", 24 * 7),
-    "aborted": env_int("JOBS_RETENTION_ABORTED_HOURS", 24 * 30),
+    status: env_int(f"JOBS_RETENTION_{status.upper()}_HOURS", hours)
+    for status, hours in JobsSettings.JOBS_RETENTION_HOURS.default.items()
 }
-# A job is stalled when its worker sent no heartbeat for this long (workers beat every
-# 10 s by default); the recovery task then retries or fails it.
-JOBS_STALLED_WORKER_SECONDS = env_int("JOBS_STALLED_WORKER_SECONDS", 60, minimum=5)
-# Management commands that may run as background jobs (jobs.run_management_command).
+JOBS_STALLED_WORKER_SECONDS = env_int(
+    "JOBS_STALLED_WORKER_SECONDS", JobsSettings.JOBS_STALLED_WORKER_SECONDS.default
+)
 JOBS_BACKGROUND_COMMANDS = env_list(
     "JOBS_BACKGROUND_COMMANDS",
-    [
-        "clear_expired_sessions",
-        "compute_daily_statistics",
-        "delete_expired_comments",
-        "delete_expired_tokens",
-        "prune_jobs",
-        "recover_stalled_jobs",
-        "run_nightly_maintenance",
-    ],
+    [*JobsSettings.JOBS_BACKGROUND_COMMANDS.default, "delete_expired_comments"],
 )
-# The steps of `run_nightly_maintenance`, in order (stalled jobs first, so that retention and
-# statistics see final states). Without the setting: the job system's own maintenance
-# commands; this site adds the example's `delete_expired_comments`.
+JOBS_DASHBOARD_HOURS = env_int("JOBS_DASHBOARD_HOURS", JobsSettings.JOBS_DASHBOARD_HOURS.default)
+JOBS_DASHBOARD_REFRESH_SECONDS = env_int(
+    "JOBS_DASHBOARD_REFRESH_SECONDS", JobsSettings.JOBS_DASHBOARD_REFRESH_SECONDS.default
+)
+# `run_nightly_maintenance`'s steps: the app's own, and the example's delete_expired_comments.
 JOBS_NIGHTLY_COMMANDS = env_list(
     "JOBS_NIGHTLY_COMMANDS",
     [
@@ -331,16 +330,12 @@ JOBS_NIGHTLY_COMMANDS = env_list(
         "compute_daily_statistics",
     ],
 )
-# Inspecting the queue. The dashboard's charts cover this many hours, and the page
-# refreshes itself this often. Workers count as live (dashboard, /health/, metrics) while
-# their heartbeat is younger than JOBS_STALLED_WORKER_SECONDS.
-JOBS_DASHBOARD_HOURS = env_int("JOBS_DASHBOARD_HOURS", 3, minimum=1)
-JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
 # Bearer token Prometheus sends to /metrics/; unset, only logged-in staff with the view
 # permission on jobs may read the metrics.
 JOBS_METRICS_TOKEN = os.environ.get("JOBS_METRICS_TOKEN", "").strip()
-# The metrics' histograms and recent failures cover this many seconds before each scrape.
-JOBS_METRICS_WINDOW_SECONDS = env_int("JOBS_METRICS_WINDOW_SECONDS", 300, minimum=10)
+JOBS_METRICS_WINDOW_SECONDS = env_int(
+    "JOBS_METRICS_WINDOW_SECONDS", JobsSettings.JOBS_METRICS_WINDOW_SECONDS.default
+)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

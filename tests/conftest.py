@@ -8,10 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -24,7 +24,7 @@ from procrastinate.jobs import Status
 
 from jobs.databases import database_url
 from jobs.processes import web_server_command
-from tests import slow_tasks  # noqa: F401  (registers the test-only tasks)
+from tests import slow_tasks  # registers the test-only tasks
 
 if TYPE_CHECKING:
     # Imported at run time by pytest_plugins below: importing it first here would keep
@@ -172,13 +172,21 @@ def _chromium() -> tuple[str, str] | None:
     return (binary, driver) if binary and driver else None
 
 
+def _without_browser(reason: str) -> NoReturn:
+    """Skip a browser test, saying why; under CI (CI=true) fail it instead, so that CI
+    cannot go green with the browser tests left out (.ci/run installs the browser)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}, and CI=true requires the browser tests to run")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    """Headless Chromium driven by selenium; skipped when Chromium is not installed
-    (.ci/run installs Debian's chromium and chromium-driver)."""
+    """Headless Chromium driven by selenium; skipped when Chromium is not installed, except
+    under CI (.ci/run installs Debian's chromium and chromium-driver)."""
     found = _chromium()
     if found is None:
-        pytest.skip(
+        _without_browser(
             "Chromium and chromedriver are not installed (apt install chromium chromium-driver)"
         )
     from selenium import webdriver
@@ -249,7 +257,7 @@ def site_server(
             process.wait()
 
 
-def _children(pid: int) -> dict[int, str]:
+def child_processes(pid: int) -> dict[int, str]:
     """Processes whose parent is `pid`, with their start times (Linux /proc; empty elsewhere).
 
     The start time tells a child from a later process that got its pid back.
@@ -308,7 +316,7 @@ def start_run_workers(
     for group in started:
         if group.process.poll() is None:
             # The workers run in sessions of their own: a killed supervisor leaves them.
-            workers = _children(group.process.pid)
+            workers = child_processes(group.process.pid)
             group.process.send_signal(signal.SIGTERM)
             try:
                 group.process.wait(timeout=90)
@@ -319,3 +327,54 @@ def start_run_workers(
                     _kill_if_still(pid, started_at)
         group.log.close()
         os.unlink(group.log.name)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of a job, as tests.slow_tasks' recording tasks write it."""
+
+    job_id: int
+    pid: int  # the worker process
+    attempt: int  # procrastinate's attempts before this run
+
+
+class JobRuns:
+    """Reads the executions recorded in the `job_runs` fixture's table."""
+
+    def count(self) -> int:
+        """Jobs that ran at least once."""
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(DISTINCT job_id) FROM {slow_tasks.RUNS_TABLE}")
+            return int(cursor.fetchone()[0])
+
+    def of(self, job_ids: Iterable[int]) -> dict[int, list[Run]]:
+        """Every job's runs, in the order they started (none: an empty list)."""
+        runs: dict[int, list[Run]] = {job_id: [] for job_id in job_ids}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT job_id, pid, attempt FROM {slow_tasks.RUNS_TABLE} "
+                "WHERE job_id = ANY(%s) ORDER BY at",
+                [list(runs)],
+            )
+            for job_id, pid, attempt in cursor.fetchall():
+                runs[job_id].append(Run(job_id=job_id, pid=pid, attempt=attempt))
+        return runs
+
+
+@pytest.fixture
+def job_runs(transactional_db: None) -> Iterator[JobRuns]:
+    """The table tests.slow_tasks' recording tasks write one row per execution to: a plain
+    table, no unique key, so that a second run of a job shows as a second row.
+
+    Ask for it before the worker fixtures: it is dropped after their workers stopped.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE {slow_tasks.RUNS_TABLE} (job_id bigint NOT NULL, "
+            "pid integer NOT NULL, attempt integer NOT NULL, "
+            "at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+    yield JobRuns()
+    connection.close()  # a fault test may have cut it (a PostgreSQL restart)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {slow_tasks.RUNS_TABLE}")

@@ -1,4 +1,5 @@
-"""Tasks only the tests use: they wait on a file so a test can watch a job while it runs.
+"""Tasks only the tests use: they wait on a file so a test can watch a job while it runs,
+or record each of their executions.
 
 Worker processes started by tests load this module through PROCRASTINATE_IMPORT_PATHS;
 the test process imports it from conftest.py so both see the same registry.
@@ -7,6 +8,7 @@ the test process imports it from conftest.py so both see the same registry.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -100,3 +102,55 @@ def query_around_wait(path: str, timeout: float = 30) -> None:
         time.sleep(0.05)
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
+
+
+# --- Tasks that record every execution --------------------------------------------------
+# Each run first writes a row to `test_job_runs`, a plain table with no unique key that the
+# `job_runs` fixture creates: a job that ran twice has two rows, whatever procrastinate's
+# events say. The row is committed at once (autocommit), before the job can end: a worker
+# killed after it leaves the row of a run that happened.
+
+RUNS_TABLE = "test_job_runs"
+
+
+def _record_run(context: JobContext) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {RUNS_TABLE} (job_id, pid, attempt) VALUES (%s, %s, %s)",
+            [context.job.id, os.getpid(), context.job.attempts],
+        )
+
+
+# Retried on any error, four times: a run lost with its worker (stalled-job recovery puts
+# it back) or cut by a database restart runs again.
+@app.task(
+    name="tests.record_run",
+    queue="tests",
+    pass_context=True,
+    retry=RetryStrategy(max_attempts=4),
+)
+def record_run(context: JobContext, n: int, hold: float = 0.0) -> int:
+    """Record this execution, then hold the worker's slot for `hold` seconds."""
+    _record_run(context)
+    time.sleep(hold)
+    return n
+
+
+# A lost worker is retried (stalled-job recovery retries whatever the exceptions say); the
+# task's own failure is final.
+@app.task(
+    name="tests.record_then_wait",
+    queue="tests",
+    pass_context=True,
+    retry=RetryStrategy(max_attempts=2, retry_exceptions={OSError}),
+)
+def record_then_wait(context: JobContext, path: str, fail: bool = False) -> None:
+    """Record this execution, wait until `path` exists, then succeed, or fail if `fail`."""
+    _record_run(context)
+    deadline = time.monotonic() + 60
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    if fail:
+        raise ValueError("failed, as asked")

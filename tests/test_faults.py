@@ -5,18 +5,25 @@
 - `run_workers`: SIGTERM stops all of its workers the same graceful way.
 - PostgreSQL restarted under running and waiting jobs: the workers reconnect by
   themselves, LISTEN/NOTIFY works again, every job runs once.
-- Migrations applied while workers drain and jobs are deferred: nothing is lost.
+- Migrations applied while workers drain and jobs are deferred (this project's indexes,
+  procrastinate's fetch function and events trigger): nothing is lost, events stay right.
+- Thousands of jobs drained while workers are killed mid-job, PostgreSQL restarts and the
+  workers run stalled-job recovery: every job ends, and runs again only after its worker
+  died, once per recovery (README, "Guarantees").
 
-Every check reads the database: job statuses and procrastinate's events (one "started"
-event per run of a job).
+Every check reads the database: job statuses, procrastinate's events (one "started" event
+per run of a job) and, for the tasks that record them, the executions themselves (one row
+per run in `test_job_runs`, see tests/slow_tasks.py).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from io import StringIO
@@ -27,15 +34,25 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import close_old_connections, connection
+from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.types import JSONDict
 
-from jobs import testing
+from jobs import stalled, tasks, testing
 from jobs.databases import listening_pids
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
 from project import embedded_postgres
-from tests.conftest import TEST_TASKS
-from tests.slow_tasks import query_around_wait, quick, wait_for_file, wait_quietly
+from tests.conftest import TEST_TASKS, JobRuns, child_processes
+from tests.slow_tasks import (
+    RUNS_TABLE,
+    query_around_wait,
+    quick,
+    record_run,
+    wait_for_file,
+    wait_quietly,
+)
 
 # Real processes under a PostgreSQL restart or a migration: a minute, not the default 30 s.
 wait_until = functools.partial(testing.wait_until, timeout=60)
@@ -108,14 +125,16 @@ def running_jobs(job_ids: list[int]) -> int:
 
 
 class Deferrer(threading.Thread):
-    """Defers `tests.quick` jobs one at a time, as a busy site would, until stopped.
+    """Defers jobs (`tests.quick` unless told) one at a time, as a busy site would, until
+    stopped.
 
     A defer that fails (the database is restarting) is tried again on a new connection;
     only defers that returned a job id count as deferred.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, defer: Callable[[int], int] | None = None) -> None:
         super().__init__(daemon=True)
+        self.defer = defer or (lambda n: int(quick.defer(n=n)))
         self.job_ids: list[int] = []
         self.failures = 0
         self.error: BaseException | None = None
@@ -126,7 +145,7 @@ class Deferrer(threading.Thread):
             n = 0
             while not self._stop_requested.is_set():
                 try:
-                    self.job_ids.append(int(quick.defer(n=n)))
+                    self.job_ids.append(self.defer(n))
                     n += 1
                 except Exception:
                     self.failures += 1
@@ -150,8 +169,8 @@ class Deferrer(threading.Thread):
 
 
 @contextmanager
-def deferring() -> Iterator[Deferrer]:
-    deferrer = Deferrer()
+def deferring(defer: Callable[[int], int] | None = None) -> Iterator[Deferrer]:
+    deferrer = Deferrer(defer)
     deferrer.start()
     try:
         yield deferrer
@@ -216,7 +235,13 @@ def test_worker__second_sigterm_stops_at_once_and_its_jobs_are_recovered(
         **TEST_TASKS,
     )  # fmt: skip
     flag.touch()
-    time.sleep(1.5)  # the stopped worker's last heartbeat grows older than --stalled-after
+    wait_until(
+        lambda: (
+            {r.job_id for r in stalled.recover_stalled_jobs(stalled_after=1, dry_run=True)}
+            >= set(job_ids)
+        ),
+        what="the stopped worker's heartbeat older than --stalled-after",
+    )
     out = StringIO()
     call_command("recover_stalled_jobs", "--stalled-after", "1", stdout=out)
 
@@ -328,11 +353,27 @@ def test_workers__survive_a_postgresql_restart(
 
 # --- Deploy under load ------------------------------------------------------------------
 
-# The latest migrations of `jobs` build indexes concurrently on the tables the workers
-# write to (0004 on procrastinate's jobs and events, 0005 on results): rolled back, then
-# applied again while workers drain and jobs keep coming, as in a deploy.
+# Migrations applied while workers drain and jobs keep coming, as in a deploy:
+# - the latest of `jobs` build indexes concurrently on the tables the workers write to (0004
+#   on procrastinate's jobs and events, 0005 on results): rolled back, then applied again;
+# - procrastinate's own cannot be rolled back (plain SQL with no reverse). Those of its latest
+#   that can run twice, each dropping and creating again what it defines, are recorded as
+#   not applied, then applied again: 0039 replaces the function every worker fetches its
+#   jobs with, 0041 the trigger (and its function) that writes every job's events. 0040 (a
+#   new value of an enum type, a new function) cannot run twice: it is only recorded.
 BEFORE_DEPLOY = "0003_comments_statistics_token_expiry"
 DEPLOYED_INDEXES = ("jobs_job_status_id", "jobs_event_type_at", "jobs_result_failed_at")
+PROCRASTINATE_BEFORE = "0038_post_batch_defer_jobs"
+PROCRASTINATE_REAPPLIED = "0039_pre_priority_lock_fetch_job"
+PROCRASTINATE_RECORDED_ONLY = "0040_pre_retry_failed_job"
+# What those two migrations of procrastinate create: new objects (new oids) once reapplied.
+REAPPLIED_OBJECTS = """
+SELECT 'fetch function', oid FROM pg_proc WHERE proname = 'procrastinate_fetch_job_v2'
+UNION ALL SELECT 'events trigger', oid FROM pg_trigger
+ WHERE tgname = 'procrastinate_trigger_status_events_update_v1'
+UNION ALL SELECT 'events function', oid FROM pg_proc
+ WHERE proname = 'procrastinate_trigger_function_status_events_update_v1'
+"""
 
 
 def existing_indexes() -> set[str]:
@@ -343,10 +384,27 @@ def existing_indexes() -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
+def reapplied_objects() -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(REAPPLIED_OBJECTS)
+        return {name: int(oid) for name, oid in cursor.fetchall()}
+
+
+def restore_migrations() -> None:
+    """The schema the other tests expect, from any point of the deploy below: procrastinate's
+    objects are all there throughout (each reapplied migration runs in one transaction)."""
+    call_command("migrate", "procrastinate", fake=True, verbosity=0)
+    call_command("migrate", "jobs", BEFORE_DEPLOY, fake=True, verbosity=0)
+    call_command("migrate", verbosity=0)
+
+
 def test_migrate__applied_under_load_loses_no_job(
-    start_run_workers: Callable[..., WorkerProcess],
+    job_runs: JobRuns, start_run_workers: Callable[..., WorkerProcess]
 ) -> None:
     call_command("migrate", "jobs", BEFORE_DEPLOY, verbosity=0)
+    # Records only; `jobs` 0002 and 0003, which depend on procrastinate's latest, go too.
+    call_command("migrate", "procrastinate", PROCRASTINATE_BEFORE, fake=True, verbosity=0)
+    before = reapplied_objects()
     try:
         assert existing_indexes() == set()
         group = start_run_workers(
@@ -354,17 +412,177 @@ def test_migrate__applied_under_load_loses_no_job(
             **TEST_TASKS,
         )  # fmt: skip
         wait_for_listeners(2, group)
-        with deferring() as deferrer:
+        with deferring(lambda n: int(record_run.defer(n=n))) as deferrer:
             deferrer.wait_for(100)
+            call_command("migrate", "procrastinate", PROCRASTINATE_REAPPLIED, verbosity=0)
+            deferrer.wait_for(len(deferrer.job_ids) + 50)
+            call_command(
+                "migrate", "procrastinate", PROCRASTINATE_RECORDED_ONLY, fake=True, verbosity=0
+            )
+            call_command("migrate", "procrastinate", verbosity=0)
+            deferrer.wait_for(len(deferrer.job_ids) + 50)
+            call_command("migrate", "jobs", BEFORE_DEPLOY, fake=True, verbosity=0)
             call_command("migrate", "jobs", verbosity=0)
-            after_migrate = len(deferrer.job_ids)
-            deferrer.wait_for(after_migrate + 100)
+            deferrer.wait_for(len(deferrer.job_ids) + 100)
         deferred = deferrer.job_ids
     finally:
-        call_command("migrate", "jobs", verbosity=0)  # the schema the other tests expect
+        restore_migrations()
 
+    after = reapplied_objects()
+    assert set(after) == set(before) == {"fetch function", "events trigger", "events function"}
+    assert all(after[name] != before[name] for name in before), (before, after)
     assert existing_indexes() == set(DEPLOYED_INDEXES)
     assert deferrer.failures == 0
     wait_until(lambda: all_succeeded(deferred), timeout=120, what="every job succeeded")
+    # Each ran once, and its events (written by the replaced trigger) say so.
+    assert {job_id: len(runs) for job_id, runs in job_runs.of(deferred).items()} == dict.fromkeys(
+        deferred, 1
+    )
     assert_ran_once(deferred)
     assert "exited with code" not in group.output()
+
+
+# --- Every job ends, and runs again only after a fault -----------------------------------
+
+DRAINED = 3000
+# Every 100th job holds its worker for a second, so that a kill surely finds one mid-run.
+LONG_EVERY = 100
+# Workers beat every 2.5 s and take each other for dead after 10 s of silence (the recovery
+# they run themselves): the PostgreSQL restart below cuts them off for a second or two, and
+# their reconnection pauses grow to 2 s, so no live worker is taken for dead.
+FAULT_ENV = {**TEST_TASKS, "JOBS_STALLED_WORKER_SECONDS": "10"}
+QUEUES = "tests,maintenance"  # the recording jobs, and stalled-job recovery
+
+
+class RecoveryScheduler(threading.Thread):
+    """Defers `jobs.recover_stalled_jobs` twice a second, as the workers' scheduler does
+    every minute, for the workers to run. One waiting at a time (its queueing lock)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        task = app.configure_task(tasks.recover_stalled_jobs.name)
+        try:
+            while not self._stop_requested.wait(0.5):
+                try:
+                    task.defer(timestamp=int(time.time()))
+                except AlreadyEnqueued:
+                    pass  # the last one has not started yet
+                except Exception:
+                    close_old_connections()  # the database is restarting
+        except BaseException as error:  # reported by the test, not lost in a thread
+            self.error = error
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        self.join(timeout=30)
+        assert not self.is_alive()
+        assert self.error is None, repr(self.error)
+
+
+def long_job_running_in(pids: Iterable[int], long_jobs: list[int]) -> tuple[int, int] | None:
+    """(worker pid, job id) of a long job that one of `pids` started recording less than
+    half a second ago, and so still runs for half a second or more."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT run.pid, run.job_id FROM {RUNS_TABLE} run "
+            "JOIN procrastinate_jobs job ON job.id = run.job_id AND job.attempts = run.attempt "
+            "WHERE job.status = 'doing' AND run.pid = ANY(%s) AND run.job_id = ANY(%s) "
+            "AND run.at > clock_timestamp() - interval '0.5 seconds' LIMIT 1",
+            [list(pids), long_jobs],
+        )
+        row = cursor.fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "project.embedded_postgres",
+    reason="DATABASE_URL points at an external PostgreSQL: this test restarts the embedded one",
+)
+def test_workers__every_job_ends_and_runs_again_only_after_its_worker_died(
+    job_runs: JobRuns,
+    start_run_workers: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Thousands of jobs drained by `run_workers` (two processes) and the stock worker,
+    while workers are killed mid-job (and replaced), PostgreSQL restarts once, and the
+    workers run stalled-job recovery. README's promise, checked on every execution."""
+    group = start_run_workers(
+        "--processes", "2", "--concurrency", "4", "--queues", QUEUES, "--name", "drain",
+        **FAULT_ENV,
+    )  # fmt: skip
+    stock = start_worker("--queues", QUEUES, "--name", "stock", "--concurrency", "4", **FAULT_ENV)
+    wait_for_listeners(3, group)
+    arguments: list[JSONDict] = [
+        {"n": n, "hold": 1.0 if n % LONG_EVERY == 0 else 0.005} for n in range(DRAINED)
+    ]
+    job_ids = record_run.batch_defer(*arguments)
+    long_jobs = job_ids[::LONG_EVERY]
+    killed: set[int] = set()
+    hit: dict[int, int] = {}  # job id -> the worker killed while it ran it
+
+    def kill_mid_job(pids: Iterable[int]) -> None:
+        not_hit = [job_id for job_id in long_jobs if job_id not in hit]
+        pid, job_id = wait_until(lambda: long_job_running_in(pids, not_hit), what="a long job")
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        hit[job_id] = pid
+
+    def progress(share: float) -> None:
+        wait_until(lambda: job_runs.count() >= DRAINED * share, timeout=120, what=f"{share:.0%}")
+
+    scheduler = RecoveryScheduler()
+    scheduler.start()
+    try:
+        progress(0.1)
+        kill_mid_job(child_processes(group.process.pid))
+        wait_for_listeners(3, group)  # run_workers started it again
+        progress(0.3)
+        kill_mid_job([stock.process.pid])
+        stock.stop(signal.SIGKILL)  # reaped
+        start_worker("--queues", QUEUES, "--name", "stock-2", "--concurrency", "4", **FAULT_ENV)
+        progress(0.5)
+        embedded_postgres.restart(embedded_data_dir())
+        connection.close()  # this test's own connection was cut too
+        wait_for_listeners(3, group)
+        progress(0.7)
+        kill_mid_job(child_processes(group.process.pid))
+        wait_until(
+            lambda: set(statuses(job_ids).values()) <= {"succeeded", "failed"},
+            timeout=120,
+            what="every job ended",
+        )
+    finally:
+        scheduler.stop()
+
+    # Every job ended, and succeeded: its retries covered every lost run.
+    assert Counter(statuses(job_ids).values()) == {"succeeded": DRAINED}
+    runs = job_runs.of(job_ids)
+    assert [job_id for job_id, its_runs in runs.items() if not its_runs] == []
+    # A job ran more than once only when a worker was killed while running it, and then
+    # once more per recovery: every run but its last was in a killed worker.
+    retries = Counter(
+        ProcrastinateEvent.objects.filter(
+            job_id__in=job_ids, type="deferred_for_retry"
+        ).values_list("job_id", flat=True)
+    )
+    again = {job_id: its_runs for job_id, its_runs in runs.items() if len(its_runs) > 1}
+    wrong = {
+        job_id: [(run.pid, run.attempt) for run in its_runs]
+        for job_id, its_runs in again.items()
+        if any(run.pid not in killed for run in its_runs[:-1])
+        or len(its_runs) - 1 > retries[job_id]
+    }
+    assert wrong == {}, f"killed: {killed}; jobs that ran again without cause: {wrong}"
+    # The kills did find jobs running, and those ran again elsewhere, to the end.
+    assert len(hit) == 3
+    for job_id, pid in hit.items():
+        assert runs[job_id][0].pid == pid
+        assert len(runs[job_id]) >= 2
+    assert group.output().count("exited with code -9") == 2  # and nothing else exited
+    assert "exited with code 1" not in group.output()

@@ -22,12 +22,6 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
 
-# Imports of the rest of the repository that are still there, each to be moved out.
-KNOWN_EXCEPTIONS = {
-    # The command of the site's embedded PostgreSQL: it moves to project/ (issue 11).
-    ("jobs.management.commands.stop_postgres", "project"),
-}
-
 # Third-party modules `jobs` may import without declaring their distribution itself.
 PROVIDED = {
     # Django's own dependency, and where Django's documentation imports sync_to_async from.
@@ -119,7 +113,7 @@ def later():
 
 def test_jobs__imports_nothing_else_of_this_repository() -> None:
     others = repository_packages()
-    assert {"bench", "project", "tests"} <= others
+    assert {"bench", "example", "project", "tests"} <= others
 
     found = {
         (module, package)
@@ -127,7 +121,7 @@ def test_jobs__imports_nothing_else_of_this_repository() -> None:
         for package in packages & others
     }
 
-    assert found - KNOWN_EXCEPTIONS == set()
+    assert found == set()
 
 
 def test_jobs__imports_only_its_declared_runtime_dependencies() -> None:

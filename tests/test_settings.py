@@ -230,3 +230,27 @@ def test_settings__proxy_header_ends_the_redirect_and_probes_are_exempt(
 )
 def test_secret_key_problem__refuses_weak_and_published_keys(key: str, accepted: bool) -> None:
     assert (project_settings.secret_key_problem(key) is None) is accepted
+
+
+def test_settings__jobs_variables_replace_the_app_defaults() -> None:
+    result = import_settings(
+        "from django.conf import settings as s; "
+        "print(s.JOBS_DASHBOARD_HOURS, s.JOBS_RETENTION_HOURS, s.JOBS_BACKGROUND_COMMANDS)",
+        JOBS_DASHBOARD_HOURS="24",
+        JOBS_RETENTION_FAILED_HOURS="2160",
+        JOBS_BACKGROUND_COMMANDS="prune_jobs, recover_stalled_jobs",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "24 {'succeeded': 168, 'failed': 2160, 'cancelled': 168, 'aborted': 720} "
+        "['prune_jobs', 'recover_stalled_jobs']"
+    )
+
+
+def test_settings__jobs_variable_the_app_refuses_is_named_by_check() -> None:
+    result = run_python(["manage.py", "check"], JOBS_DASHBOARD_HOURS="500")
+
+    assert result.returncode != 0
+    assert "JOBS_DASHBOARD_HOURS = 500 is refused: it is above 168." in result.stderr
+    assert "Expected a whole number of hours from 1 to 168; the default is 3." in result.stderr

@@ -7,14 +7,18 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
 from example import services, tasks
 from example.models import Notification, Report
-from jobs.testing import WorkerProcess
+from jobs.testing import WorkerProcess, wait_until
+from tests.conftest import TEST_TASKS
+from tests.slow_tasks import quick
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,30 +66,76 @@ def test_worker__runs_sync_and_async_jobs_to_success(
     assert (report.notifications_total, report.notifications_sent) == (1, 1)
 
 
+def sessions_since(since: dt.datetime) -> list[dict[str, Any]]:
+    """The client sessions of the test database opened at or after `since` (the test's own
+    excepted): those of a worker started after that moment."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, query, state, query_start, state_change FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' AND backend_start >= %s",
+            [since],
+        )
+        columns = [column.name for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def waiting_for_a_wake_up(since: dt.datetime, *, listens: bool) -> bool:
+    """Whether the worker whose sessions were opened after `since` is idle, waiting for a
+    NOTIFY (or its next poll): every session idle, and the fetch it makes once its LISTEN
+    is up (jobs/connector.py wakes it then) over.
+
+    That fetch shows in pg_stat_activity as a fetch that started after LISTEN ended on the
+    listening session. A fetch already under way then (the worker's first) may swallow that
+    wake-up instead; the worker's next heartbeat, started after LISTEN ended too, shows that
+    it is over. (A worker that does not listen only makes its first fetch.)
+    """
+    sessions = sessions_since(since)
+    listening = [s for s in sessions if s["query"].upper().startswith("LISTEN ")]
+    others = [s for s in sessions if s not in listening]
+    if listens and len(listening) != 1:
+        return False
+    listened_at = listening[0]["state_change"] if listening else since
+    return all(s["state"] == "idle" for s in sessions) and any(
+        ("procrastinate_fetch_job" in s["query"] or "procrastinate_update_heartbeat" in s["query"])
+        and s["query_start"] > listened_at
+        for s in others
+    )
+
+
+def database_now() -> dt.datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
 def test_worker__listen_notify_picks_up_a_job_without_polling(start_worker: StartWorker) -> None:
-    # Polling every 100 s: only a NOTIFY can explain a pickup within a second.
-    start_worker("--fetch-job-polling-interval", "100")
+    """Two idle workers, polling every 100 s, one listening and one not: a job for each is
+    deferred, and only LISTEN/NOTIFY can explain a pickup before the next poll."""
+    # Heartbeats every 1.25 s: one follows the fetch made once LISTEN is up, if a fetch
+    # under way then swallowed that wake-up (see waiting_for_a_wake_up).
+    beating = {"JOBS_STALLED_WORKER_SECONDS": "5", **TEST_TASKS}
+    started = database_now()
+    start_worker(
+        "--queues", "polled", "--fetch-job-polling-interval", "100", "--no-listen-notify",
+        **beating,
+    )  # fmt: skip
+    wait_until(lambda: waiting_for_a_wake_up(started, listens=False), what="the poller idle")
+    started = database_now()
+    start_worker("--queues", "tests", "--fetch-job-polling-interval", "100", **beating)
+    # Not merely listening: its fetch after LISTEN came up would find a job deferred now.
+    wait_until(lambda: waiting_for_a_wake_up(started, listens=True), what="the listener idle")
 
-    # After the worker's first (empty) fetch, so that polling cannot be what finds it.
-    time.sleep(0.5)
-    deferred_at = time.monotonic()
-    job_id = tasks.delete_sent_notifications.defer(older_than_days=30)
-    job = wait_for_status(job_id, {"succeeded"}, timeout=5)
-    picked_up_in = time.monotonic() - deferred_at
+    polled = quick.configure(queue="polled").defer(n=1)
+    notified = quick.defer(n=2)
 
-    assert job.status == "succeeded"
-    assert picked_up_in < 1.0
-
-
-def test_worker__without_listen_notify_waits_for_the_poll(start_worker: StartWorker) -> None:
-    """The counterpart of the test above: it shows the pickup really came from NOTIFY."""
-    start_worker("--fetch-job-polling-interval", "100", "--no-listen-notify")
-    time.sleep(0.5)
-
-    job_id = tasks.delete_sent_notifications.defer(older_than_days=30)
-    time.sleep(1.5)
-
-    assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
+    # Well before either worker's next poll (100 s after its last fetch).
+    wait_until(
+        lambda: ProcrastinateJob.objects.get(id=notified).status == "succeeded",
+        what="the notified job succeeded",
+    )
+    # Deferred first, to a worker just as idle but not listening: still waiting.
+    assert ProcrastinateJob.objects.get(id=polled).status == "todo"
 
 
 def test_worker__listens_on_every_queue_including_builtin(start_worker: StartWorker) -> None:

@@ -3,11 +3,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from jobs import maintenance
+from jobs.conf import jobs_settings
 from jobs.management.arguments import whole_number
 
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
 
     def handle(self, *args: Any, days: int | None, dry_run: bool, **options: Any) -> None:
-        keep = days if days is not None else settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS
+        keep = days if days is not None else jobs_settings.JOBS_EXPIRED_TOKEN_KEEP_DAYS
         count = maintenance.delete_expired_tokens(
             now=timezone.now(), keep_for=dt.timedelta(days=keep), dry_run=dry_run
         )

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from jobs import retention
+from jobs.conf import jobs_settings
 from jobs.management.arguments import whole_number
 
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
     ) -> None:
         if older_than_hours is not None and not status:
             raise CommandError("--older-than-hours needs --status: retention differs by status.")
-        hours = dict(settings.JOBS_RETENTION_HOURS)
+        hours = dict(jobs_settings.JOBS_RETENTION_HOURS)
         if status:
             hours = {s: older_than_hours or hours.get(s, 0) for s in status}
         pruned = retention.prune_jobs(

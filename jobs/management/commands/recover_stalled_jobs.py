@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from jobs import stalled
+from jobs.conf import jobs_settings
 from jobs.management.arguments import whole_number
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="List, change nothing.")
 
     def handle(self, *args: Any, stalled_after: int | None, dry_run: bool, **options: Any) -> None:
-        seconds = stalled_after or settings.JOBS_STALLED_WORKER_SECONDS
+        seconds = stalled_after or jobs_settings.JOBS_STALLED_WORKER_SECONDS
         recovered = stalled.recover_stalled_jobs(stalled_after=seconds, dry_run=dry_run)
         for item in recovered:
             verb = f"would be {item.action}" if dry_run else item.action

@@ -2,26 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-# The job system's own steps, in this order: free stuck jobs first, so that retention and
-# statistics see final states. A site with maintenance of its own lists its steps in
-# JOBS_NIGHTLY_COMMANDS instead (this project adds the example's delete_expired_comments).
-DEFAULT_STEPS = (
-    "recover_stalled_jobs",
-    "prune_jobs",
-    "delete_expired_tokens",
-    "clear_expired_sessions",
-    "compute_daily_statistics",
-)
+from jobs.conf import jobs_settings
 
 
 def nightly_steps() -> list[str]:
     """The commands to run, checked before any runs: a misspelt step found half-way through
     would leave the night's maintenance half done."""
-    steps = list(getattr(settings, "JOBS_NIGHTLY_COMMANDS", DEFAULT_STEPS))
+    steps = list(jobs_settings.JOBS_NIGHTLY_COMMANDS)
     known = get_commands()
     unknown = [step for step in steps if step not in known]
     if unknown:

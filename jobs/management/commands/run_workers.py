@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from jobs.conf import worker_shutdown_graceful_timeout
 from jobs.management.arguments import whole_number
 from jobs.processes import ProcessGroup, worker_command
 
@@ -93,15 +95,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         graceful = options["shutdown_graceful_timeout"]
         if graceful is None:
-            graceful = float(settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"])
+            graceful = worker_shutdown_graceful_timeout()
         common = [
             "--concurrency",
             str(options["concurrency"]),
-            "--shutdown-graceful-timeout",
-            str(graceful),
             "--delete-jobs",
             options["delete_jobs"],
         ]
+        if graceful is not None:
+            common += ["--shutdown-graceful-timeout", str(graceful)]
         if options["queues"]:
             common += ["--queues", ",".join(options["queues"])]
         if options["fetch_job_polling_interval"] is not None:
@@ -135,7 +137,8 @@ class Command(BaseCommand):
             commands,
             cwd=settings.BASE_DIR,
             env=env,
-            stop_timeout=graceful + 10,
+            # Workers without a graceful timeout wait for their jobs however long: so do we.
+            stop_timeout=math.inf if graceful is None else graceful + 10,
             restart=True,
             log=self.stderr.write,
         )

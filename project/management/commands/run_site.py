@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 import socket
 from typing import Any
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from example import services
+from jobs.conf import worker_shutdown_graceful_timeout
 from jobs.processes import ProcessGroup, web_server_command, worker_command
 
 
@@ -71,12 +73,12 @@ class Command(BaseCommand):
                 self.stdout.flush()
                 announced.append(True)
 
-        graceful = float(settings.PROCRASTINATE_WORKER_DEFAULTS["shutdown_graceful_timeout"])
+        graceful = worker_shutdown_graceful_timeout()
         group = ProcessGroup(
             {"web server": web_server_command(host, port), "worker": worker_command()},
             cwd=settings.BASE_DIR,
             env=dict(os.environ),
-            stop_timeout=graceful + self.stop_margin,
+            stop_timeout=math.inf if graceful is None else graceful + self.stop_margin,
             log=self.stderr.write,
         )
         failure = group.run(on_tick=announce)
