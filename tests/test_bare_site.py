@@ -340,8 +340,22 @@ def test_bare_site__admin_lists_the_jobs_and_shows_one(
     ("path", "text"),
     [
         ("/admin/", "Site administration"),
-        ("/admin/jobs/periodic-tasks/", "Periodic tasks"),
-        ("/admin/jobs/run-command/", "prune_jobs"),
+        *(
+            pytest.param(
+                path,
+                text,
+                # Issue 11 wants them routed by the admin or by `include("jobs.urls")`; today
+                # only project/urls.py routes them. Strict: the test fails once they are routed,
+                # so that this mark goes then.
+                marks=pytest.mark.xfail(
+                    strict=True, reason="the admin pages of jobs are routed in project/urls.py"
+                ),
+            )
+            for path, text in [
+                ("/admin/jobs/periodic-tasks/", "Periodic tasks"),
+                ("/admin/jobs/run-command/", "prune_jobs"),
+            ]
+        ),
     ],
 )
 def test_bare_site__admin_pages_of_jobs_are_routed_without_the_site(
