@@ -33,17 +33,16 @@ def periodic_tasks(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/jobs/periodic_tasks.html", context)
 
 
+def _command_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in background_commands.allowed_commands()]
+
+
 class RunCommandForm(forms.Form):
-    command = forms.ChoiceField(choices=())
+    # A callable: Django reads the allow-list each time the choices are shown or checked.
+    command = forms.ChoiceField(choices=_command_choices)
     arguments = forms.CharField(
         required=False, help_text="As on a command line, e.g. --dry-run --days 3"
     )
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["command"].choices = [  # type: ignore[attr-defined]
-            (name, name) for name in background_commands.allowed_commands()
-        ]
 
     def clean(self) -> dict[str, object]:
         cleaned = super().clean() or {}

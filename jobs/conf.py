@@ -53,12 +53,12 @@ class Rule(Protocol):
         """What the setting accepts, in words: "a whole number of hours from 1 to 168"."""
         ...
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         """Why `value` is refused ("it is below 1"), or None if it is accepted."""
         ...
 
 
-def _type_name(value: Any) -> str:
+def _type_name(value: object) -> str:
     return type(value).__name__
 
 
@@ -74,7 +74,7 @@ class WholeNumber:
             return f"a whole number of {self.unit}, at least {self.minimum}"
         return f"a whole number of {self.unit} from {self.minimum} to {self.maximum}"
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         # bool is an int to Python, but True hours is a mistake, not a number.
         if isinstance(value, bool) or not isinstance(value, int):
             return f"it is a {_type_name(value)}, not a whole number"
@@ -97,7 +97,7 @@ class Integer:
     def expected(self) -> str:
         return f"a whole number ({self.unit}) from {self.minimum} to {self.maximum}"
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         return WholeNumber(self.unit, self.minimum, self.maximum).refuse(value)
 
 
@@ -105,7 +105,7 @@ class Integer:
 class Flag:
     expected: str = "True or False"
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         return None if isinstance(value, bool) else f"it is a {_type_name(value)}, not a bool"
 
 
@@ -118,7 +118,7 @@ _HEADER_TOKEN = re.compile(r"[!-~]*")
 class BearerToken:
     expected: str = "a string of visible ASCII characters (no spaces), or '' for none"
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         if not isinstance(value, str):
             return f"it is a {_type_name(value)}, not a string"
         if not _HEADER_TOKEN.fullmatch(value):
@@ -130,7 +130,7 @@ class BearerToken:
 class CommandNames:
     expected: str = "a list of management command names"
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         # A string would be read as an allow-list of its substrings: "prune_jobs" in it
         # would allow "prune", "jobs", ...
         if not isinstance(value, list | tuple | set | frozenset):
@@ -152,7 +152,7 @@ class RetentionHours:
             f"{self.hours.expected} (0: kept forever)"
         )
 
-    def refuse(self, value: Any) -> str | None:
+    def refuse(self, value: object) -> str | None:
         if not isinstance(value, Mapping):
             return f"it is a {_type_name(value)}, not a dict"
         for status, hours in value.items():
@@ -209,7 +209,7 @@ class Setting[T]:
         """What is wrong with the value the site sets, or None (also when it sets none)."""
         return self.problem_of(getattr(django_settings, self.name, self.default))
 
-    def problem_of(self, value: Any) -> checks.Error | None:
+    def problem_of(self, value: object) -> checks.Error | None:
         reason = self.rule.refuse(value)
         if reason is None:
             return None

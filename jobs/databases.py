@@ -9,9 +9,12 @@ from typing import Any
 from urllib.parse import quote
 
 from django.db import connection as default_connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 
-def database_url(connection: Any = default_connection, *, name: str | None = None) -> str:
+def database_url(
+    connection: BaseDatabaseWrapper = default_connection, *, name: str | None = None
+) -> str:
     """A `DATABASE_URL` for `connection`'s server and database (or database `name`)."""
     params = connection.get_connection_params()
     host = str(params.get("host") or "localhost")
@@ -27,20 +30,20 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def create_database(name: str, *, connection: Any = default_connection) -> None:
+def create_database(name: str, *, connection: BaseDatabaseWrapper = default_connection) -> None:
     """(Re)create an empty database `name` on `connection`'s server."""
     with connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
         cursor.execute(f"CREATE DATABASE {_quoted(name)}")
 
 
-def drop_database(name: str, *, connection: Any = default_connection) -> None:
+def drop_database(name: str, *, connection: BaseDatabaseWrapper = default_connection) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
 
 
 def connection_kwargs(
-    name: str | None = None, *, connection: Any = default_connection
+    name: str | None = None, *, connection: BaseDatabaseWrapper = default_connection
 ) -> dict[str, Any]:
     """psycopg `connect()` arguments for `connection`'s server (and database `name`)."""
     params = dict(connection.get_connection_params())
@@ -51,7 +54,7 @@ def connection_kwargs(
     return params
 
 
-def listening_pids(connection: Any = default_connection) -> set[int]:
+def listening_pids(connection: BaseDatabaseWrapper = default_connection) -> set[int]:
     """Backends of `connection`'s database whose last statement was a LISTEN: the
     notification connections of running workers."""
     with connection.cursor() as cursor:

@@ -24,6 +24,7 @@ from importlib import import_module
 from typing import Any
 
 from django.db import Error, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -59,7 +60,7 @@ def migrations_on_disk() -> dict[str, frozenset[str]]:
     }
 
 
-def _check_migrations(cursor: Any) -> Check:
+def _check_migrations(cursor: CursorWrapper) -> Check:
     cursor.execute(
         "SELECT app, name FROM django_migrations WHERE app = ANY(%s)", [list(MIGRATION_PACKAGES)]
     )
@@ -79,7 +80,7 @@ def _check_migrations(cursor: Any) -> Check:
     return Check(ok=not missing, detail=detail)
 
 
-def _check_workers(cursor: Any, live_within: float) -> Check:
+def _check_workers(cursor: CursorWrapper, live_within: float) -> Check:
     cursor.execute(
         """
         SELECT count(*) FILTER (WHERE last_heartbeat > now() - %(within)s * interval '1 second'),

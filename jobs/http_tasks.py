@@ -69,7 +69,7 @@ _JSON_TYPES: dict[type, str] = {
 }
 
 
-def _matches(value: Any, annotation: Any) -> bool:
+def _matches(value: object, annotation: Any) -> bool:
     """Whether a JSON value fits a (simple) type annotation; unknown annotations accept all."""
     if annotation is inspect.Parameter.empty or annotation is Any or annotation is object:
         return True

@@ -26,10 +26,10 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IncorrectLookupParameters, ModelAdmin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
@@ -42,8 +42,15 @@ from jobs import queue_stats
 
 PG_BIGINT_MAX = 2**63 - 1
 
+if TYPE_CHECKING:
+    # django-stubs makes Paginator generic in what it pages; Django's class cannot be
+    # subscripted at runtime. This one pages any rows (jobs, events, a plain list).
+    _Paginator = Paginator[object]
+else:
+    _Paginator = Paginator
 
-class CappedPaginator(Paginator):
+
+class CappedPaginator(_Paginator):
     """A paginator that counts at most `max_pages` pages of rows."""
 
     # 20 pages of 50: enough to browse; beyond, filtering finds jobs faster than paging,
@@ -155,7 +162,11 @@ class IdRangeFilter(admin.ListFilter):
     older_preset = ("Older than 7 days", "-7d")
 
     def __init__(
-        self, request: HttpRequest, params: dict[str, Any], model: type[Model], model_admin: Any
+        self,
+        request: HttpRequest,
+        params: dict[str, Any],
+        model: type[Model],
+        model_admin: ModelAdmin[Any],
     ) -> None:
         super().__init__(request, params, model, model_admin)
         self.values: dict[str, str] = {}
@@ -302,7 +313,7 @@ class ChoiceFilter(admin.SimpleListFilter):
     def _options(self) -> list[str]:
         return self.options()
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(value, value) for value in self._options]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:

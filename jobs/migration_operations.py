@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.operations.base import Operation
+from django.db.migrations.state import ProjectState
 
 
 class CreateIndexConcurrently(Operation):
@@ -29,11 +31,15 @@ class CreateIndexConcurrently(Operation):
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
         return (self.__class__.__qualname__, [], {"name": self.name, "definition": self.definition})
 
-    def state_forwards(self, app_label: str, state: Any) -> None:
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
         pass
 
     def database_forwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
     ) -> None:
         create = f"CREATE INDEX CONCURRENTLY {self.name} ON {self.definition}"
         if schema_editor.collect_sql:  # sqlmigrate: show the statement, look at nothing
@@ -51,7 +57,11 @@ class CreateIndexConcurrently(Operation):
         schema_editor.execute(create)
 
     def database_backwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
     ) -> None:
         schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self.name}")
 

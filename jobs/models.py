@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -94,7 +93,7 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects: ClassVar[ApiTokenQuerySet] = ApiTokenQuerySet.as_manager()  # type: ignore[assignment]
+    objects = ApiTokenQuerySet.as_manager()
 
     class Meta:
         verbose_name = "API token"

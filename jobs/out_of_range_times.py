@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
 from psycopg import DataError, adapt, pq
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.postgres import types
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 # A UTC offset is less than a day: these convert to every time zone.
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
@@ -113,7 +116,9 @@ def tolerant_adapters(context: AdaptContext | None = None) -> adapt.AdaptersMap:
     return adapters
 
 
-def tolerate_out_of_range_times_on_django_connection(*, connection: Any, **kwargs: Any) -> None:
+def tolerate_out_of_range_times_on_django_connection(
+    *, connection: BaseDatabaseWrapper, **kwargs: Any
+) -> None:
     """`connection_created` receiver: the new connection of a PostgreSQL database on psycopg 3."""
     if isinstance(connection.connection, psycopg.Connection):
         tolerate_out_of_range_times(connection.connection)

@@ -79,9 +79,11 @@ def estimated_rows(table: str) -> int | None:
         """,
         [table],
     )
-    if not rows or rows[0][0] is None:
+    # real times bigint: PostgreSQL answers with a float (or NULL).
+    estimate: float | None = rows[0][0] if rows else None
+    if estimate is None:
         return None
-    return round(rows[0][0])
+    return round(estimate)
 
 
 def estimated_jobs_by_queue_and_status() -> dict[tuple[str, str], int]:

@@ -10,6 +10,7 @@ every write while procrastinate's `READONLY_MODELS` setting is on (the default).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from django.apps import apps
@@ -29,7 +30,7 @@ WRITE_METHODS = (
 )
 
 
-def _refuse(name: str) -> Any:
+def _refuse(name: str) -> Callable[..., NoReturn]:
     def method(self: models.QuerySet[Any], *args: Any, **kwargs: Any) -> NoReturn:
         raise ReadOnlyModel(
             f"{self.model.__name__}.objects...{name}() is refused: procrastinate's tables "
@@ -49,4 +50,6 @@ class ReadOnlyQuerySet(models.QuerySet[Any]):
 def protect_procrastinate_models() -> None:
     # The async variants (aupdate, adelete, ...) call these through sync_to_async.
     for model in apps.get_app_config("procrastinate").get_models():
+        # `_queryset_class` (what the manager's get_queryset() builds) is private to Django's
+        # Manager and absent from django-stubs.
         model._default_manager._queryset_class = ReadOnlyQuerySet  # type: ignore[attr-defined]

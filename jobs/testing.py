@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings
@@ -44,6 +44,9 @@ from procrastinate.periodic import PeriodicRegistry
 
 from jobs.databases import database_url, listening_pids
 from jobs.processes import worker_command
+
+if TYPE_CHECKING:
+    from pytest_django import DjangoDbBlocker
 
 
 def worker_environment(**extra: str) -> dict[str, str]:
@@ -67,7 +70,7 @@ PROCRASTINATE_TABLES = (
 
 @pytest.fixture
 def procrastinate_tables_cleanup(
-    request: pytest.FixtureRequest, django_db_blocker: Any
+    request: pytest.FixtureRequest, django_db_blocker: DjangoDbBlocker
 ) -> Iterator[None]:
     yield
     marker = request.node.get_closest_marker("django_db")
@@ -94,7 +97,8 @@ class InMemoryQueue:
         """
         real_app = procrastinate_app.current_app
         schedules = real_app.periodic_registry
-        real_app.periodic_registry = PeriodicRegistry()
+        # procrastinate's PeriodicRegistry.__init__ is not annotated (no `-> None`).
+        real_app.periodic_registry = PeriodicRegistry()  # type: ignore[no-untyped-call]
         try:
             app.run_worker(
                 queues=queues, wait=False, install_signal_handlers=False, listen_notify=False
