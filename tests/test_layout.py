@@ -30,6 +30,8 @@ PROVIDED = {
     "psycopg_pool": "psycopg",
     # jobs.testing is a pytest plugin: only a test run, which has pytest, loads it.
     "pytest": None,
+    # ...whose fixtures it types (under TYPE_CHECKING only) with pytest-django's own classes.
+    "pytest_django": None,
 }
 
 
