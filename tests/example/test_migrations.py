@@ -203,3 +203,18 @@ def test_example_migration__every_path_gives_the_same_tables(migrator: Migrator)
     migrator.to_new_layout()  # example 0001 finds no table to take over: it makes them
 
     assert {model: schema(f"example_{model}") for model in MODELS} == renamed_in
+
+
+def test_example_migration__records_faked_back_then_applied_keeps_the_tables(
+    migrator: Migrator,
+) -> None:
+    """`migrate --fake` backwards undoes the records and leaves the tables: applying the
+    migrations again (for real) must take the example's tables as they are, rows included."""
+    notification = Notification.objects.create(recipient="ada@example.com", subject="kept")
+    executor = MigrationExecutor(connection)
+    executor.migrate(OLD_LAYOUT, fake=True)
+
+    migrator.to_new_layout()
+
+    assert tables() == {f"example_{model}" for model in MODELS}
+    assert Notification.objects.get().pk == notification.pk
