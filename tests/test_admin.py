@@ -13,8 +13,8 @@ from procrastinate.contrib.django.models import ProcrastinateEvent, Procrastinat
 
 from example import tasks
 from example.models import Notification
-from jobs import admin as job_admin
-from jobs.admin import JobAdmin
+from jobs.admin import jobs as job_admin
+from jobs.admin.jobs import JobAdmin
 from jobs.job_list import CappedPaginator
 from jobs.models import JobResult
 from tests.conftest import JobMaker
@@ -127,7 +127,7 @@ def test_token_admin__revoke_action(admin_client: Client) -> None:
     assert authenticate(raw) is None
 
 
-# --- The job and event admin at scale (jobs/admin.py, jobs/job_list.py) ------------------
+# --- The job and event admin at scale (jobs/admin/, jobs/job_list.py) -------------------
 
 EVENTS_URL = "/admin/procrastinate/procrastinateevent/"
 

@@ -1,0 +1,46 @@
+"""A job's events as an HTML table, with what each interval between them was."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from jobs.admin.formatting import moment, seconds_label, status_badge
+from jobs.admin.loaders import EventRow
+
+# Event types that make a job due, and those that end an attempt, to name the intervals.
+_DUE_EVENTS = {"deferred", "scheduled", "deferred_for_retry", "retried"}
+_END_EVENTS = {"succeeded", "failed", "aborted", "deferred_for_retry", "cancelled"}
+
+
+def render_timeline(events: Sequence[EventRow]) -> SafeString:
+    """The job's events as a table: when, how long after the previous one (and what that
+    interval was: waiting or running), how long after the job was deferred."""
+    if not events:
+        return format_html("{}", "-")
+    first = events[0].at
+    rows = []
+    previous: EventRow | None = None
+    for event in events:
+        gap = since = ""
+        if previous is not None and previous.at and event.at:
+            seconds = (event.at - previous.at).total_seconds()
+            meaning = ""
+            if previous.type in _DUE_EVENTS and event.type == "started":
+                meaning = "waited "
+            elif previous.type == "started" and event.type in _END_EVENTS:
+                meaning = "ran "
+            gap = f"{meaning}{seconds_label(max(0.0, seconds))}"
+        if first and event.at:
+            since = f"+{seconds_label(max(0.0, (event.at - first).total_seconds()))}"
+        rows.append((status_badge(event.type), moment(event.at), gap, since))
+        previous = event
+    body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+    return format_html(
+        '<table class="jobs-timeline"><thead><tr><th>Event</th><th>At</th>'
+        "<th>After the previous</th><th>Since the first</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        body,
+    )
