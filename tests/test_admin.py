@@ -315,19 +315,21 @@ def test_job_actions__cancel_jobs_not_started(admin_client: Client, make_job: Jo
     assert ProcrastinateJob.objects.get(id=running).status == "doing"
 
 
-def test_job_actions__request_abort_of_running_jobs(
+def test_job_actions__abort_says_which_jobs_were_cancelled(
     admin_client: Client, make_job: JobMaker
 ) -> None:
     running = make_job("doing")
+    waiting = make_job()
     finished = make_job("succeeded")
 
-    message = act(admin_client, "request_abort", running, finished)
+    message = act(admin_client, "request_abort", running, waiting, finished)
 
     assert message == (
-        "Requested abort of 1 job. Left alone: 1 succeeded (only running jobs can be aborted)."
+        "Aborted 2 jobs. Of those, 1 job had not started and was cancelled. "
+        "Left alone: 1 succeeded (only waiting or running jobs can be aborted)."
     )
-    job = ProcrastinateJob.objects.get(id=running)
-    assert (job.status, job.abort_requested) == ("doing", True)
+    # What abort does to each state is tested once, in tests/test_job_actions.py.
+    assert ProcrastinateJob.objects.get(id=waiting).status == "cancelled"
 
 
 def test_job_actions__reschedule_asks_for_a_time_then_moves_jobs(

@@ -305,15 +305,21 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         return ids[:ACTION_LIMIT], len(ids) > ACTION_LIMIT
 
     def _report(
-        self, request: HttpRequest, outcome: job_actions.Outcome, *, done: str, why: str, more: bool
+        self, request: HttpRequest, outcome: job_actions.Outcome, *, done: str, more: bool
     ) -> None:
         parts = [f"{done.capitalize()} {plural(len(outcome.done), 'job')}."]
+        if outcome.cancelled:
+            count = len(outcome.cancelled)
+            parts.append(
+                f"Of those, {plural(count, 'job')} had not started and "
+                f"{'was' if count == 1 else 'were'} cancelled."
+            )
         if outcome.replaced:
             pairs = ", ".join(f"{old} → {new}" for old, new in sorted(outcome.replaced.items()))
             parts.append(f"Waiting jobs were replaced by copies with new ids: {pairs}.")
         if outcome.skipped:
             counts = ", ".join(f"{n:,} {status}" for status, n in sorted(outcome.skipped.items()))
-            parts.append(f"Left alone: {counts} ({why}).")
+            parts.append(f"Left alone: {counts} ({outcome.refusal}).")
         if more:
             parts.append(f"Only the {ACTION_LIMIT:,} newest selected jobs were considered.")
         level = messages.SUCCESS if outcome.done else messages.WARNING
@@ -323,9 +329,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]) -> None:
         ids, more = self._selected_ids(queryset)
         outcome = job_actions.retry_failed(ids)
-        self._report(
-            request, outcome, done="retried", why="only failed jobs can be retried", more=more
-        )
+        self._report(request, outcome, done="retried", more=more)
 
     @admin.action(
         description="Cancel jobs that have not started",
@@ -335,27 +339,17 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
     def cancel_waiting(self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]) -> None:
         ids, more = self._selected_ids(queryset)
         outcome = job_actions.cancel_waiting(ids)
-        self._report(
-            request,
-            outcome,
-            done="cancelled",
-            why="only jobs that have not started can be cancelled",
-            more=more,
-        )
+        self._report(request, outcome, done="cancelled", more=more)
 
     @admin.action(
-        description="Request abort of running jobs", permissions=["manage"], location=BOTH_PAGES
+        description="Abort jobs (cancel waiting ones, ask running ones to stop)",
+        permissions=["manage"],
+        location=BOTH_PAGES,
     )
     def request_abort(self, request: HttpRequest, queryset: QuerySet[ProcrastinateJob]) -> None:
         ids, more = self._selected_ids(queryset)
-        outcome = job_actions.request_abort(ids)
-        self._report(
-            request,
-            outcome,
-            done="requested abort of",
-            why="only running jobs can be aborted",
-            more=more,
-        )
+        outcome = job_actions.abort(ids)
+        self._report(request, outcome, done="aborted", more=more)
 
     @admin.action(
         description="Reschedule failed or waiting jobs…",
@@ -369,13 +363,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         form = RescheduleForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
             outcome = job_actions.reschedule(ids, at=form.cleaned_data["run_at"])
-            self._report(
-                request,
-                outcome,
-                done="rescheduled",
-                why="only failed and waiting jobs can be rescheduled",
-                more=more,
-            )
+            self._report(request, outcome, done="rescheduled", more=more)
             return None
         if not form.is_bound:
             soon = timezone.localtime() + dt.timedelta(hours=1)

@@ -5,18 +5,20 @@ docstring for the routes). Each view authenticates (auth.py), checks what is ask
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
+from jobs import job_actions
 from jobs.api.auth import Principal, aauthenticate, authenticate
 from jobs.api.errors import ApiError
 from jobs.api.requests import DeferRequest, parse_defer_request, prepare_defer, read_body
@@ -68,23 +70,27 @@ def _visible_status(
     return status
 
 
-def _action_result(action: str, job_id: int, before: str, done: bool) -> JsonResponse:
+# The job API's actions, each one function of jobs/job_actions.py (the admin's too).
+ACTIONS: dict[str, Callable[[list[int]], job_actions.Outcome]] = {
+    "cancel": job_actions.cancel_waiting,
+    "abort": job_actions.abort,
+    "retry": job_actions.retry_failed,
+}
+
+
+def _action_result(action: str, job_id: int, outcome: job_actions.Outcome) -> JsonResponse:
+    if job_id not in outcome.done:
+        status = next(iter(outcome.skipped), None)
+        if status is None or status == "deleted":  # deleted since its status was read
+            raise ApiError(404, f"No job {job_id}.")
+        raise ApiError(409, f"Job {job_id} is {status}: {outcome.refusal}.")
     if action == "retry":
         return JsonResponse({"id": job_id, "status": "todo", "action": "retried"})
-    if not done:
-        verb = "cancelled" if action == "cancel" else "aborted"
-        only = "jobs that have not started" if action == "cancel" else "waiting or running jobs"
-        raise ApiError(409, f"Job {job_id} is {before}: only {only} can be {verb}.")
-    if before == "doing":
+    if action == "abort" and job_id not in outcome.cancelled:
         return JsonResponse(
             {"id": job_id, "status": "doing", "action": "abort_requested"}, status=202
         )
     return JsonResponse({"id": job_id, "status": "cancelled", "action": "cancelled"})
-
-
-def _check_retry(job_id: int, before: str) -> None:
-    if before != "failed":
-        raise ApiError(409, f"Job {job_id} is {before}: only failed jobs can be retried.")
 
 
 def _tasks_payload(principal: Principal) -> JsonResponse:
@@ -133,15 +139,8 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
         read_body(request)  # unused, but read within bounds
         principal = authenticate(request)
         principal.require("manage")
-        status = _visible_status(job_status(_job_id(job_id)), job_id, principal)
-        manager = app.job_manager
-        done = True
-        if action == "retry":
-            _check_retry(job_id, status["status"])
-            manager.retry_job_by_id(job_id, retry_at=timezone.now())
-        else:
-            done = manager.cancel_job_by_id(job_id, abort=action == "abort")
-        response = _action_result(action, job_id, status["status"], done)
+        _visible_status(job_status(_job_id(job_id)), job_id, principal)
+        response = _action_result(action, job_id, ACTIONS[action]([job_id]))
     except ApiError as error:
         return error.response()
     return response
@@ -196,15 +195,9 @@ async def ajob_action(request: HttpRequest, job_id: int, action: str) -> HttpRes
         read_body(request)  # unused, but read within bounds
         principal = await aauthenticate(request)
         principal.require("manage")
-        status = _visible_status(await ajob_status(_job_id(job_id)), job_id, principal)
-        manager = app.job_manager
-        done = True
-        if action == "retry":
-            _check_retry(job_id, status["status"])
-            await manager.retry_job_by_id_async(job_id, retry_at=timezone.now())
-        else:
-            done = await manager.cancel_job_by_id_async(job_id, abort=action == "abort")
-        response = _action_result(action, job_id, status["status"], done)
+        _visible_status(await ajob_status(_job_id(job_id)), job_id, principal)
+        outcome = await sync_to_async(ACTIONS[action])([job_id])
+        response = _action_result(action, job_id, outcome)
     except ApiError as error:
         return error.response()
     return response
