@@ -1,4 +1,5 @@
-"""How times, counts, statuses and long texts read on the job and event pages."""
+"""How times, counts, statuses and long texts read on the job and event pages (durations:
+jobs/time_labels.py, shared with the dashboard)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,6 @@ def moment(at: dt.datetime | None) -> str:
     if at is None:
         return "-"
     return timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def seconds_label(value: float) -> str:
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.2f} s"
-    return f"{value / 60:.1f} min"
 
 
 def shortened(text: str, limit: int, total: int | None = None) -> SafeString:

@@ -27,13 +27,13 @@ from procrastinate.contrib.django import admin as procrastinate_admin  # noqa: F
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import job_actions, job_list, job_times, queue_stats
-from jobs.admin.formatting import moment, plural, seconds_label, shortened, status_badge
+from jobs.admin.formatting import moment, plural, shortened, status_badge
 from jobs.admin.loaders import JobChangeList, attach_events_and_results, events_of, result_of
 from jobs.admin.queue_tables import QueueTableAdmin
 from jobs.admin.timeline import render_timeline
-from jobs.charts import relative
 from jobs.job_status import row_is_current
 from jobs.models import JobResult
+from jobs.time_labels import duration_label, relative
 
 # procrastinate's job admin, replaced below; its module is imported above, so it is
 # registered by now whatever the order of INSTALLED_APPS (autodiscovery follows it).
@@ -216,7 +216,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
                 result.exception_type.rsplit(".", 1)[-1],
             )
         if result.duration is not None:
-            return seconds_label(result.duration.total_seconds())
+            return duration_label(result.duration.total_seconds())
         if result.progress is not None:
             return f"{result.progress:.0%}"
         return result.status
@@ -267,7 +267,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         if result is None:
             return "-"
         ended = moment(result.finished_at) if result.finished_at else "still running"
-        took = f", {seconds_label(result.duration.total_seconds())}" if result.duration else ""
+        took = f", {duration_label(result.duration.total_seconds())}" if result.duration else ""
         return f"started {moment(result.started_at)}, finished {ended}{took}"
 
     @admin.display(description="Progress")

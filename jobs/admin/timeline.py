@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from jobs.admin.formatting import moment, seconds_label, status_badge
+from jobs.admin.formatting import moment, status_badge
 from jobs.admin.loaders import EventRow
+from jobs.time_labels import duration_label
 
 # Event types that make a job due, and those that end an attempt, to name the intervals.
 _DUE_EVENTS = {"deferred", "scheduled", "deferred_for_retry", "retried"}
@@ -32,9 +33,9 @@ def render_timeline(events: Sequence[EventRow]) -> SafeString:
                 meaning = "waited "
             elif previous.type == "started" and event.type in _END_EVENTS:
                 meaning = "ran "
-            gap = f"{meaning}{seconds_label(max(0.0, seconds))}"
+            gap = f"{meaning}{duration_label(max(0.0, seconds))}"
         if first and event.at:
-            since = f"+{seconds_label(max(0.0, (event.at - first).total_seconds()))}"
+            since = f"+{duration_label(max(0.0, (event.at - first).total_seconds()))}"
         rows.append((status_badge(event.type), moment(event.at), gap, since))
         previous = event
     body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
