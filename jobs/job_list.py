@@ -38,7 +38,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from jobs import queue_stats
+from jobs import job_statuses, queue_stats
 
 PG_BIGINT_MAX = 2**63 - 1
 
@@ -137,7 +137,7 @@ def first_event_since(moment: dt.datetime) -> int | None:
             ) x
             """,
             {
-                "types": [kind for kind in queue_stats.EVENT_TYPES if kind != "scheduled"],
+                "types": [kind for kind in job_statuses.EVENT_TYPES if kind != "scheduled"],
                 "moment": moment,
             },
         )
@@ -320,7 +320,7 @@ class StatusFilter(ChoiceFilter):
     field = "status"
 
     def options(self) -> list[str]:
-        return list(queue_stats.STATUSES)
+        return list(job_statuses.STATUSES)
 
 
 class QueueFilter(ChoiceFilter):
@@ -349,7 +349,7 @@ class EventTypeFilter(ChoiceFilter):
     field = "type"
 
     def options(self) -> list[str]:
-        return list(queue_stats.EVENT_TYPES)
+        return list(job_statuses.EVENT_TYPES)
 
 
 # --- Search -----------------------------------------------------------------------------

@@ -9,11 +9,8 @@ from django.utils.safestring import SafeString
 
 from jobs.admin.formatting import moment, status_badge
 from jobs.admin.loaders import EventRow
+from jobs.job_statuses import ATTEMPT_END_EVENTS, DUE_EVENTS
 from jobs.time_labels import duration_label
-
-# Event types that make a job due, and those that end an attempt, to name the intervals.
-_DUE_EVENTS = {"deferred", "scheduled", "deferred_for_retry", "retried"}
-_END_EVENTS = {"succeeded", "failed", "aborted", "deferred_for_retry", "cancelled"}
 
 
 def render_timeline(events: Sequence[EventRow]) -> SafeString:
@@ -29,9 +26,9 @@ def render_timeline(events: Sequence[EventRow]) -> SafeString:
         if previous is not None and previous.at and event.at:
             seconds = (event.at - previous.at).total_seconds()
             meaning = ""
-            if previous.type in _DUE_EVENTS and event.type == "started":
+            if previous.type in DUE_EVENTS and event.type == "started":
                 meaning = "waited "
-            elif previous.type == "started" and event.type in _END_EVENTS:
+            elif previous.type == "started" and event.type in ATTEMPT_END_EVENTS:
                 meaning = "ran "
             gap = f"{meaning}{duration_label(max(0.0, seconds))}"
         if first and event.at:
