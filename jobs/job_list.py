@@ -39,8 +39,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs import job_statuses, queue_stats
-
-PG_BIGINT_MAX = 2**63 - 1
+from jobs.job_ids import parse_job_id
 
 
 class CappedPaginator(Paginator):
@@ -376,8 +375,8 @@ def search_jobs(
     if named:
         return queryset.filter(task_name__in=named)
     condition = Q(lock=term) | Q(queueing_lock=term) | Q(task_name=term)
-    if term.isdigit() and int(term) <= PG_BIGINT_MAX:
-        condition |= Q(id=int(term))
+    if (job_id := parse_job_id(term)) is not None:
+        condition |= Q(id=job_id)
     return queryset.filter(condition)
 
 
@@ -386,9 +385,10 @@ def search_events(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
     term = term.strip()
     if not term:
         return queryset
-    if not term.isdigit() or int(term) > PG_BIGINT_MAX:
+    job_id = parse_job_id(term)
+    if job_id is None:
         return queryset.none()
-    return queryset.filter(job_id=int(term))
+    return queryset.filter(job_id=job_id)
 
 
 # --- Parameters the lists accept ---------------------------------------------------------

@@ -138,6 +138,18 @@ def listed(client: Client, url: str = JOBS_URL, **query: str) -> list[int]:
     return [row.pk for row in response.context["cl"].result_list]
 
 
+@pytest.mark.parametrize("term", ["²", "1" * 5000, str(2**63)])
+@pytest.mark.parametrize("url", [JOBS_URL, EVENTS_URL])
+def test_job_and_event_search__a_term_of_digits_that_is_no_job_id(
+    admin_client: Client, make_job: JobMaker, url: str, term: str
+) -> None:
+    make_job()
+
+    # "²" passes str.isdigit and fails int(); so do 5,000 digits: both answered 500.
+    assert listed(admin_client, url, q=term) == []
+    assert admin_client.get(f"{JOBS_URL}{term}/change/").status_code == 302
+
+
 def test_job_list__filters_and_searches(admin_client: Client, make_job: JobMaker) -> None:
     failed = make_job("failed", task="jobs.build_report", args={"report_id": 7}, lock="report-7")
     waiting = make_job(queueing_lock="notify-a@example.com")

@@ -14,7 +14,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast, Left, Length
 from django.http import HttpRequest, HttpResponse
@@ -31,6 +30,7 @@ from jobs.admin.formatting import moment, plural, shortened, status_badge
 from jobs.admin.loaders import JobChangeList, attach_events_and_results, events_of, result_of
 from jobs.admin.queue_tables import QueueTableAdmin
 from jobs.admin.timeline import render_timeline
+from jobs.job_ids import parse_job_id
 from jobs.job_status import row_is_current
 from jobs.models import JobResult
 from jobs.time_labels import duration_label, relative
@@ -153,9 +153,12 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
             args_text=Left(Cast("args", TextField()), ARGS_PAGE_CHARS),
             args_chars=Length(Cast("args", TextField())),
         )
+        job_id = parse_job_id(object_id)
+        if job_id is None:
+            return None
         try:
-            job = queryset.get(pk=int(object_id))
-        except (ProcrastinateJob.DoesNotExist, ValidationError, ValueError, OverflowError):
+            job = queryset.get(pk=job_id)
+        except ProcrastinateJob.DoesNotExist:
             return None
         attach_events_and_results([job], result_fields=None)
         # str(job) is procrastinate's call string, with every argument, and the page shows

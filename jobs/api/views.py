@@ -23,10 +23,9 @@ from jobs.api.auth import Principal, aauthenticate, authenticate
 from jobs.api.errors import ApiError
 from jobs.api.requests import DeferRequest, parse_defer_request, prepare_defer, read_body
 from jobs.http_tasks import describe_task
+from jobs.job_ids import is_job_id
 from jobs.job_status import ajob_status, job_status
 from jobs.transaction import async_atomic
-
-PG_BIGINT_MAX = 2**63 - 1
 
 
 def _created(job_id: int) -> JsonResponse:
@@ -50,7 +49,7 @@ def _already_enqueued(request: DeferRequest, deferrer: procrastinate_jobs.JobDef
 
 
 def _job_id(raw: int) -> int:
-    if raw > PG_BIGINT_MAX:
+    if not is_job_id(raw):
         raise ApiError(404, f"No job {raw}.")
     return raw
 
