@@ -26,6 +26,7 @@ from procrastinate.contrib.django import admin as procrastinate_admin  # noqa: F
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import job_actions, job_list, job_times, queue_stats
+from jobs.access import MANAGE_JOBS
 from jobs.admin.formatting import moment, plural, shortened, status_badge
 from jobs.admin.loaders import JobChangeList, attach_events_and_results, events_of, result_of
 from jobs.admin.queue_tables import QueueTableAdmin
@@ -169,7 +170,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
 
     def has_manage_permission(self, request: HttpRequest) -> bool:
         # The permission the job API's cancel, abort and retry endpoints require.
-        return request.user.has_perm("jobs.manage_job")
+        return request.user.has_perm(MANAGE_JOBS)
 
     # --- Columns and fields -----------------------------------------------------------
 

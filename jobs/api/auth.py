@@ -14,13 +14,14 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
 from jobs import tokens
+from jobs.access import MANAGE_JOBS, MalformedAuthorization, bearer_token
 from jobs.api.errors import ApiError
 from jobs.models import ApiToken
 
 PERMISSIONS = {
     "defer": "jobs.defer_job",
     "view": "jobs.view_job_status",
-    "manage": "jobs.manage_job",
+    "manage": MANAGE_JOBS,
 }
 
 
@@ -49,13 +50,10 @@ class Principal:
 
 
 def _bearer(request: HttpRequest) -> str | None:
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    scheme, _, raw = header.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        raise ApiError(401, "The Authorization header must be 'Bearer <token>'.")
-    return raw.strip()
+    try:
+        return bearer_token(request)
+    except MalformedAuthorization:
+        raise ApiError(401, "The Authorization header must be 'Bearer <token>'.") from None
 
 
 def _enforce_csrf(request: HttpRequest) -> None:
