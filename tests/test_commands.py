@@ -222,3 +222,19 @@ def test_run_management_command__a_worker_fails_bad_command_lines_and_runs_on(
         "requested_by": "alice",
     }
     assert "usage:" not in worker.stdout + worker.stderr
+
+
+# --- run_workers ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_workers__needs_no_base_dir_setting(start_run_workers: Any) -> None:
+    # BASE_DIR is this project's setting; a site that installs jobs may have none.
+    group = start_run_workers(
+        "--processes", "1", DJANGO_SETTINGS_MODULE="tests.settings_without_base_dir"
+    )
+
+    group.wait_for_output("Starting worker")
+
+    assert group.stop() == 0
+    assert "All worker processes stopped." in group.output()

@@ -7,7 +7,6 @@ import socket
 from argparse import ArgumentTypeError
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
@@ -135,7 +134,6 @@ class Command(BaseCommand):
         connections.close_all()
         group = ProcessGroup(
             commands,
-            cwd=settings.BASE_DIR,
             env=env,
             # Workers without a graceful timeout wait for their jobs however long: so do we.
             stop_timeout=math.inf if graceful is None else graceful + 10,

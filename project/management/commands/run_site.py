@@ -76,7 +76,6 @@ class Command(BaseCommand):
         graceful = worker_shutdown_graceful_timeout()
         group = ProcessGroup(
             {"web server": web_server_command(host, port), "worker": worker_command()},
-            cwd=settings.BASE_DIR,
             env=dict(os.environ),
             stop_timeout=math.inf if graceful is None else graceful + self.stop_margin,
             log=self.stderr.write,
