@@ -722,6 +722,21 @@ def test_periodic_tasks_page__needs_the_permission_to_view_jobs(staff_client: Cl
     assert RUN_COMMAND_URL.encode() in runner.get(PERIODIC_URL).content
 
 
+def test_periodic_tasks_page__shows_times_in_utc_as_it_says(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.TIME_ZONE = "Asia/Tokyo"  # UTC+9: a time shown in it would read 12:30
+
+    response = admin_client.get(PERIODIC_URL)
+
+    daily = next(item for item in response.context["overview"] if item.cron == "30 3 * * *")
+    page = response.content.decode()
+    row = page[page.index(f"<strong>{daily.task_name}</strong>") :]
+    row = row[: row.index("</tr>")]
+    assert f"{daily.next_run.astimezone(dt.UTC):%Y-%m-%d} 03:30:00" in row
+    assert "Schedules and times are UTC" in page
+
+
 # --- A revoked token stays revoked (item 9) --------------------------------------------------
 
 
