@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from jobs import charts, periodic, queue_stats
 from jobs.access import staff_who_may_view_jobs
 from jobs.conf import jobs_settings
+from jobs.job_statuses import FINISHED_STATUSES
 
 # Percentiles are computed over the most recent jobs of the window, at most this many.
 TIMING_SAMPLE = 1000
@@ -66,7 +67,8 @@ def take_snapshot(*, hours: int, live_within: float) -> Snapshot:
     throughput = queue_stats.throughput(hours=hours, now=now)
     # Succeeded and failed are the chart's sums; the rarer final states are counted.
     finished = {"succeeded": sum(throughput.succeeded), "failed": sum(throughput.failed)}
-    finished |= queue_stats.finished_counts(seconds=seconds, statuses=("cancelled", "aborted"))
+    rarer = [status for status in FINISHED_STATUSES if status not in finished]
+    finished |= queue_stats.finished_counts(seconds=seconds, statuses=rarer)
     return Snapshot(
         now=now,
         hours=hours,
