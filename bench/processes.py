@@ -6,47 +6,29 @@ web server and the workers as `run_site` and `run_workers` start them.
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.conf import settings
-
 from bench.scratch import ScratchDatabase
-from jobs.processes import web_server_command
+from jobs.processes import start, stop, web_server_command
 
 
 @contextmanager
 def running(
     command: list[str], *, env: dict[str, str], stop_timeout: float = 60, quiet: bool = True
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`command` running for the duration of the block; stopped with SIGTERM (a worker
-    finishes its jobs), killed if it is still there after `stop_timeout` seconds.
-
-    In its own session, so that a terminal's Ctrl-C reaches only the benchmark, which then
-    stops it here. `quiet` discards its output (workers log a line or two per job).
-    """
-    output = subprocess.DEVNULL if quiet else None
-    process = subprocess.Popen(
-        command,
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=output,
-        stderr=output,
-        start_new_session=True,
-    )
+    """`command` running for the duration of the block, started and stopped as `run_workers`
+    starts and stops its workers (`jobs.processes.start` and `stop`: SIGTERM, then SIGKILL
+    after `stop_timeout` seconds). `quiet` discards its output (workers log a line or two
+    per job)."""
+    process = start(command, env=env, output=subprocess.DEVNULL if quiet else None)
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=stop_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop([process], timeout=stop_timeout)
 
 
 def free_port() -> int:

@@ -1,5 +1,5 @@
 """Admin for the example's notifications and reports, with the job system's checked lists
-(only the filters and search they show; see jobs.admin.CheckedListAdmin)."""
+(only the filters and search they show; see jobs.admin.checked.CheckedListAdmin)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.contrib import admin
 
 from example.models import Notification, Report
 from jobs import job_list
-from jobs.admin import CheckedListAdmin
+from jobs.admin.checked import CheckedListAdmin
 
 
 @admin.register(Notification)

@@ -20,10 +20,11 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from jobs import background_commands, tasks
+from jobs.access import staff_who_may_view_jobs
 from jobs.periodic import periodic_overview
 
 
-@permission_required("procrastinate.view_procrastinatejob", raise_exception=True)
+@staff_who_may_view_jobs
 def periodic_tasks(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),

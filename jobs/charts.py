@@ -8,7 +8,6 @@ source) can find the figures behind the drawing.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 
@@ -17,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from jobs.queue_stats import Percentiles, QueueState, Throughput
+from jobs.time_labels import duration_label
 
 SUCCEEDED = "#2f9e55"
 FAILED = "#d64532"
@@ -40,16 +40,6 @@ def nice_ceiling(value: float) -> float:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
-
-
-def duration_label(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _svg(kind: str, width: int, height: int, label: str, body: SafeString) -> SafeString:
@@ -271,12 +261,3 @@ def legend(items: Sequence[tuple[str, str]]) -> SafeString:
             " ", '<span><i style="background:{}"></i>{}</span>', ((c, n) for n, c in items)
         ),
     )
-
-
-def relative(moment: dt.datetime | None, *, now: dt.datetime) -> str:
-    """ "in 4 min", "12 s ago"."""
-    if moment is None:
-        return "-"
-    seconds = (moment - now).total_seconds()
-    text = duration_label(abs(seconds))
-    return f"in {text}" if seconds >= 0 else f"{text} ago"

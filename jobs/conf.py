@@ -33,8 +33,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 # Every final status of a procrastinate job, with how long retention keeps its jobs; the keys
-# are the statuses JOBS_RETENTION_HOURS accepts (jobs.retention.FINAL_STATUSES, which a test
-# compares: importing it here would load models before a site's settings are read).
+# are the statuses JOBS_RETENTION_HOURS accepts (jobs.job_statuses.FINISHED_STATUSES, which a
+# test compares).
 DEFAULT_RETENTION_HOURS: Mapping[str, int] = {
     "succeeded": 24 * 7,
     "failed": 24 * 30,

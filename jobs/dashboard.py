@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from jobs import charts, periodic, queue_stats
+from jobs.access import staff_who_may_view_jobs
 from jobs.conf import jobs_settings
+from jobs.job_statuses import FINISHED_STATUSES
 
 # Percentiles are computed over the most recent jobs of the window, at most this many.
 TIMING_SAMPLE = 1000
-VIEW_PERMISSION = "procrastinate.view_procrastinatejob"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +67,8 @@ def take_snapshot(*, hours: int, live_within: float) -> Snapshot:
     throughput = queue_stats.throughput(hours=hours, now=now)
     # Succeeded and failed are the chart's sums; the rarer final states are counted.
     finished = {"succeeded": sum(throughput.succeeded), "failed": sum(throughput.failed)}
-    finished |= queue_stats.finished_counts(seconds=seconds, statuses=("cancelled", "aborted"))
+    rarer = [status for status in FINISHED_STATUSES if status not in finished]
+    finished |= queue_stats.finished_counts(seconds=seconds, statuses=rarer)
     return Snapshot(
         now=now,
         hours=hours,
@@ -120,19 +118,6 @@ def snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
     return data
 
 
-def staff_with_view_permission(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Staff only (others go to the admin's login page), and allowed to view jobs."""
-
-    @staff_member_required
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.has_perm(VIEW_PERMISSION):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
-
 def _panels_context(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "snapshot": snapshot,
@@ -164,7 +149,7 @@ def _panels_context(snapshot: Snapshot) -> dict[str, Any]:
 
 @require_GET
 @never_cache
-@staff_with_view_permission
+@staff_who_may_view_jobs
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = _panels_context(_current_snapshot())
     context["refresh_seconds"] = jobs_settings.JOBS_DASHBOARD_REFRESH_SECONDS
@@ -173,13 +158,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @never_cache
-@staff_with_view_permission
+@staff_who_may_view_jobs
 def dashboard_panels(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/dashboard_panels.html", _panels_context(_current_snapshot()))
 
 
 @require_GET
 @never_cache
-@staff_with_view_permission
+@staff_who_may_view_jobs
 def dashboard_data(request: HttpRequest) -> HttpResponse:
     return JsonResponse(snapshot_data(_current_snapshot()))

@@ -3,7 +3,11 @@
 procrastinate's tables change only through its job manager (its SQL functions write the
 events and keep the locks consistent). Each function here takes job ids, acts on those in
 a state where the action makes sense, and returns what happened to how many jobs, so that
-the admin (and anything else) can say so. Jobs in other states are counted, never touched.
+the admin and the job API (one job at a time) can say so, in the same words. Jobs in other
+states are counted, never touched.
+
+Aborting a job that has not started cancels it (it will never run), as procrastinate's own
+`cancel_job_by_id(abort=True)` does; a running job is asked to stop.
 
 Rescheduling has no direct counterpart in procrastinate for a job that waits: its retry
 function only accepts failed (or running) jobs. A waiting job is therefore rescheduled by
@@ -28,10 +32,14 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 class Outcome:
     """What an action did: the ids it acted on, and the others by their status."""
 
+    # Why the jobs left alone were: "only failed jobs can be retried".
+    refusal: str
     done: list[int] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     # Rescheduling a waiting job replaces it: old id -> new id.
     replaced: dict[int, int] = field(default_factory=dict)
+    # Aborting a job that has not started cancels it: those ids (among `done`).
+    cancelled: list[int] = field(default_factory=list)
 
     def skip(self, status: str) -> None:
         self.skipped[status] += 1
@@ -47,9 +55,16 @@ def _jobs(job_ids: list[int]) -> list[ProcrastinateJob]:
     )
 
 
+def _status_now(job_id: int) -> str:
+    """The job's status, read again: it changed since `_jobs` read it (a race with a
+    worker), and a refusal should name the state the job is in."""
+    status = ProcrastinateJob.objects.filter(id=job_id).values_list("status", flat=True).first()
+    return status or "deleted"
+
+
 def retry_failed(job_ids: list[int], *, at: dt.datetime | None = None) -> Outcome:
     """Put failed jobs back in their queue, to run now (or at `at`)."""
-    outcome = Outcome()
+    outcome = Outcome(refusal="only failed jobs can be retried")
     when = at or timezone.now()
     for job in _jobs(job_ids):
         if job.status != "failed":
@@ -62,32 +77,41 @@ def retry_failed(job_ids: list[int], *, at: dt.datetime | None = None) -> Outcom
 
 def cancel_waiting(job_ids: list[int]) -> Outcome:
     """Cancel jobs that have not started; they will never run."""
-    outcome = Outcome()
+    outcome = Outcome(refusal="only jobs that have not started can be cancelled")
     for job in _jobs(job_ids):
-        # The job may have started since the page was drawn: procrastinate says.
-        if job.status == "todo" and app.job_manager.cancel_job_by_id(job.id, abort=False):
+        if job.status != "todo":
+            outcome.skip(job.status)
+        # The job may have started since it was read: procrastinate says.
+        elif app.job_manager.cancel_job_by_id(job.id, abort=False):
             outcome.done.append(job.id)
         else:
-            outcome.skip(job.status if job.status != "todo" else "doing")
+            outcome.skip(_status_now(job.id))
     return outcome
 
 
-def request_abort(job_ids: list[int]) -> Outcome:
-    """Ask running jobs to stop. The task sees it through `context.should_abort()` (sync)
-    or is cancelled (async); a task that never checks runs to its end."""
-    outcome = Outcome()
+def abort(job_ids: list[int]) -> Outcome:
+    """Abort jobs: one that has not started is cancelled (it will never run); a running one
+    is asked to stop. The task sees it through `context.should_abort()` (sync) or is
+    cancelled (async); a task that never checks runs to its end."""
+    outcome = Outcome(refusal="only waiting or running jobs can be aborted")
     for job in _jobs(job_ids):
-        if job.status == "doing" and app.job_manager.cancel_job_by_id(job.id, abort=True):
+        if job.status not in ("todo", "doing"):
+            outcome.skip(job.status)
+        elif job.status == "todo" and app.job_manager.cancel_job_by_id(job.id, abort=False):
+            outcome.done.append(job.id)
+            outcome.cancelled.append(job.id)
+        # Running, or started since it was read: asked to stop.
+        elif app.job_manager.cancel_job_by_id(job.id, abort=True):
             outcome.done.append(job.id)
         else:
-            outcome.skip(job.status)
+            outcome.skip(_status_now(job.id))
     return outcome
 
 
 def reschedule(job_ids: list[int], *, at: dt.datetime) -> Outcome:
     """Run failed and waiting jobs at `at`: a failed job is retried then; a waiting job is
     replaced by a copy scheduled then (see the module's docstring)."""
-    outcome = Outcome()
+    outcome = Outcome(refusal="only failed and waiting jobs can be rescheduled")
     for job in _jobs(job_ids):
         if job.status == "failed":
             app.job_manager.retry_job_by_id(job.id, retry_at=at)
@@ -95,7 +119,7 @@ def reschedule(job_ids: list[int], *, at: dt.datetime) -> Outcome:
         elif job.status == "todo":
             new_id = _replace_waiting(job, at=at)
             if new_id is None:
-                outcome.skip("doing")
+                outcome.skip(_status_now(job.id))
             else:
                 outcome.done.append(job.id)
                 outcome.replaced[job.id] = new_id

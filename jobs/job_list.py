@@ -38,9 +38,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from jobs import queue_stats
-
-PG_BIGINT_MAX = 2**63 - 1
+from jobs import job_statuses, queue_stats
+from jobs.job_ids import parse_job_id
 
 if TYPE_CHECKING:
     # django-stubs makes Paginator generic in what it pages; Django's class cannot be
@@ -144,7 +143,7 @@ def first_event_since(moment: dt.datetime) -> int | None:
             ) x
             """,
             {
-                "types": [kind for kind in queue_stats.EVENT_TYPES if kind != "scheduled"],
+                "types": [kind for kind in job_statuses.EVENT_TYPES if kind != "scheduled"],
                 "moment": moment,
             },
         )
@@ -331,7 +330,7 @@ class StatusFilter(ChoiceFilter):
     field = "status"
 
     def options(self) -> list[str]:
-        return list(queue_stats.STATUSES)
+        return list(job_statuses.STATUSES)
 
 
 class QueueFilter(ChoiceFilter):
@@ -360,7 +359,7 @@ class EventTypeFilter(ChoiceFilter):
     field = "type"
 
     def options(self) -> list[str]:
-        return list(queue_stats.EVENT_TYPES)
+        return list(job_statuses.EVENT_TYPES)
 
 
 # --- Search -----------------------------------------------------------------------------
@@ -387,8 +386,8 @@ def search_jobs(
     if named:
         return queryset.filter(task_name__in=named)
     condition = Q(lock=term) | Q(queueing_lock=term) | Q(task_name=term)
-    if term.isdigit() and int(term) <= PG_BIGINT_MAX:
-        condition |= Q(id=int(term))
+    if (job_id := parse_job_id(term)) is not None:
+        condition |= Q(id=job_id)
     return queryset.filter(condition)
 
 
@@ -397,9 +396,10 @@ def search_events(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
     term = term.strip()
     if not term:
         return queryset
-    if not term.isdigit() or int(term) > PG_BIGINT_MAX:
+    job_id = parse_job_id(term)
+    if job_id is None:
         return queryset.none()
-    return queryset.filter(job_id=int(term))
+    return queryset.filter(job_id=job_id)
 
 
 # --- Parameters the lists accept ---------------------------------------------------------

@@ -46,13 +46,13 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from jobs import queue_stats
+from jobs.access import MalformedAuthorization, bearer_token, may_view_jobs
 from jobs.conf import jobs_settings
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 # The histograms describe at most this many of the most recent jobs of the window.
 SAMPLE = 20_000
 STATEMENT_TIMEOUT_MS = 5000
-VIEW_PERMISSION = "procrastinate.view_procrastinatejob"
 
 
 def _histogram(
@@ -158,18 +158,15 @@ class QueueCollector(Collector):
         yield workers
 
 
-def _bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def is_allowed(request: HttpRequest) -> bool:
     expected = jobs_settings.JOBS_METRICS_TOKEN
-    presented = _bearer_token(request)
+    try:
+        presented = bearer_token(request)
+    except MalformedAuthorization:
+        presented = None  # another scheme (a proxy's Basic): the session may still do
     if expected and presented is not None:
         return hmac.compare_digest(presented.encode(), expected.encode())
-    user = request.user
-    return bool(user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION))
+    return may_view_jobs(request.user)
 
 
 @require_GET

@@ -1,17 +1,23 @@
-"""The processes this project starts: the ASGI server and workers, and their supervisor.
+"""The processes the job system starts: the ASGI server and workers, and their supervisor.
 
-`run_site`, `run_workers` and the test fixtures all start them the same way.
+`run_site`, `run_workers`, the benchmarks and the test fixtures all start them the same way
+(`start`) and stop them the same way (`stop`).
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import IO, Any
+
+# A started process, whatever it writes: `start` makes bytes ones, a test may make text ones.
+Process = subprocess.Popen[bytes] | subprocess.Popen[str]
 
 
 def web_server_command(
@@ -38,6 +44,61 @@ def worker_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "django", "procrastinate", "worker", *args]
 
 
+def site_directory() -> Path:
+    """The directory children start in, so that `python -m django` imports the site's
+    modules as this process did: manage.py's directory when this process runs manage.py
+    (which puts its directory first on the import path, as `-m` does with the working
+    directory), else the working directory. No setting is needed (a site may have no
+    BASE_DIR)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "manage.py":
+        return script.resolve().parent
+    return Path.cwd()
+
+
+def start(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    output: int | IO[Any] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`command` started in `cwd` (by default `site_directory()`), in a session of its own:
+    a terminal's Ctrl-C reaches only this process, which stops its children in its own order
+    (`stop`). Its output and errors go to `output` (DEVNULL, a file), else where this
+    process's go."""
+    return subprocess.Popen(
+        list(command),
+        cwd=site_directory() if cwd is None else cwd,
+        env=dict(env),
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+        start_new_session=True,
+    )
+
+
+def stop(processes: Iterable[Process], *, timeout: float) -> list[Process]:
+    """Stop `processes` as a service manager does: SIGTERM to each one still running (a
+    procrastinate worker then finishes its jobs within its graceful timeout), a wait of at
+    most `timeout` seconds for all of them together (`math.inf`: as long as they take),
+    then SIGKILL to any still running. Returns those that had to be killed."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed: list[Process] = []
+    for process in processes:
+        left = deadline - time.monotonic()
+        try:
+            process.wait(timeout=None if math.isinf(left) else max(0.0, left))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            killed.append(process)
+    return killed
+
+
 class ProcessGroup:
     """Child processes started together and stopped together, with signal forwarding.
 
@@ -55,15 +116,15 @@ class ProcessGroup:
         self,
         commands: dict[str, list[str]],
         *,
-        cwd: Path,
         env: dict[str, str],
+        cwd: Path | None = None,
         stop_timeout: float,
         restart: bool = False,
         restart_delay: float = 1.0,
         log: Callable[[str], None] = print,
     ) -> None:
         self.commands = commands
-        self.cwd = cwd
+        self.cwd = site_directory() if cwd is None else cwd
         self.env = env
         self.stop_timeout = stop_timeout
         self.restart = restart
@@ -73,9 +134,7 @@ class ProcessGroup:
         self.signals: list[int] = []
 
     def _spawn(self, name: str) -> None:
-        self.processes[name] = subprocess.Popen(
-            self.commands[name], cwd=self.cwd, env=self.env, start_new_session=True
-        )
+        self.processes[name] = start(self.commands[name], env=self.env, cwd=self.cwd)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
@@ -118,14 +177,7 @@ class ProcessGroup:
         return None
 
     def _stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
+        killed = stop(self.processes.values(), timeout=self.stop_timeout)
         for name, process in self.processes.items():
-            while process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if process.poll() is None:
-                self.log(f"{name} did not stop in time; killing it.")
-                process.kill()
-            process.wait()
+            if process in killed:
+                self.log(f"{name} did not stop in time; it was killed.")

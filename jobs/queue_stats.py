@@ -32,22 +32,14 @@ from typing import Any
 from django.db import connection
 from procrastinate.contrib.django import app
 
-ACTIVE_STATUSES = ("todo", "doing")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "aborted")
-STATUSES = (*ACTIVE_STATUSES, *FINISHED_STATUSES)
-# Event types of procrastinate 3.10 (its Django model's choices lack "retried").
-EVENT_TYPES = (
-    "deferred",
-    "scheduled",
-    "started",
-    "deferred_for_retry",
-    "retried",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "abort_requested",
-    "aborted",
+from jobs.job_statuses import (
+    ACTIVE_STATUSES,
+    ATTEMPT_END_EVENTS,
+    DUE_EVENTS,
+    FINISHED_STATUSES,
+    STATUSES,
 )
+
 # Above this many waiting and running jobs, their counts are estimated too.
 ACTIVE_LIMIT = 100_000
 
@@ -357,11 +349,8 @@ def finished_counts(
     return {status: 0 for status in statuses} | dict(rows)
 
 
-# The time a job became due before a given start: its deferral, or the time it was
-# scheduled for, or retried at (procrastinate writes a "scheduled" event at that time).
-_DUE_TYPES = "('deferred', 'scheduled', 'deferred_for_retry', 'retried')"
-# The end of an attempt: a final status, or a retry after a failure.
-_END_TYPES = ("succeeded", "failed", "aborted", "deferred_for_retry")
+# The time a job became due before a given start (job_statuses.DUE_EVENTS), as SQL.
+_DUE_TYPES = "(" + ", ".join(f"'{kind}'" for kind in DUE_EVENTS) + ")"
 
 _WAITING_SQL = f"""
 SELECT j.queue_name, extract(epoch FROM s.at - d.due)::float8
@@ -387,7 +376,7 @@ FROM (
     + "\n    UNION ALL\n".join(
         f"""    (SELECT job_id, at FROM procrastinate_events
      WHERE type = '{kind}' AND at >= now() - %(window)s ORDER BY at DESC LIMIT %(sample)s)"""
-        for kind in _END_TYPES
+        for kind in ATTEMPT_END_EVENTS
     )
     + """
     ORDER BY at DESC LIMIT %(sample)s

@@ -18,6 +18,8 @@ attempt's start from procrastinate's events.
 Tasks report progress with `report_progress(0.4, "4 of 10 files")` (or `areport_progress`
 in async tasks): it finds the running attempt through a context variable the middleware
 sets, and writes the "running" row at once if there is none yet.
+
+This module writes; jobs/job_status.py reads a job's status, result included.
 """
 
 from __future__ import annotations
@@ -299,94 +301,3 @@ async def areport_progress(fraction: float, message: str = "") -> None:
     attempt = _record_progress(fraction, message)
     if attempt is not None:
         await _write(attempt, attempt.row(JobResult.Status.RUNNING))
-
-
-# --- Reading: one query for a job's full status -----------------------------------------
-
-# The status endpoint is the hottest read path of the API. One hand-written query (job,
-# its result, its first "deferred" event, all by primary or indexed key) costs a fraction
-# of a millisecond; the equivalent ORM query spends more time being built than run.
-STATUS_SQL = """
-SELECT j.id, j.task_name, j.queue_name, j.status, j.attempts, j.priority, j.lock,
-       j.queueing_lock, j.abort_requested, j.scheduled_at,
-       e.deferred_at, e.starts, e.last_start,
-       r.status, r.attempt, r.worker_name, r.started_at, r.finished_at, r.duration,
-       r.return_value::text, r.exception_type, r.exception_message, r.traceback,
-       r.progress, r.progress_message
-FROM procrastinate_jobs j
-CROSS JOIN LATERAL (
-    SELECT min(at) FILTER (WHERE type = 'deferred') AS deferred_at,
-           count(*) FILTER (WHERE type = 'started') AS starts,
-           max(at) FILTER (WHERE type = 'started') AS last_start
-    FROM procrastinate_events WHERE job_id = j.id
-) e
-LEFT JOIN jobs_jobresult r ON r.job_id = j.id
-WHERE j.id = %s
-"""
-
-
-def row_is_current(job_status: str, row_attempt: int | None, starts: int) -> bool:
-    """Whether a job's result row (its attempt number, None without a row) describes the
-    job's latest attempt, given how many times the job started (its "started" events).
-
-    A running attempt has no row until it has run JOBS_RESULT_RUNNING_AFTER_MS or reports
-    progress; until then the row, if any, is an earlier attempt's.
-    """
-    if job_status != "doing":
-        return True
-    return row_attempt is not None and row_attempt >= starts
-
-
-def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
-    (
-        job_id, task, queue, status, attempts, priority, lock, queueing_lock, abort_requested,
-        scheduled_at, deferred_at, starts, last_start, result_status, attempt, worker_name,
-        started_at,
-        finished_at, duration, return_value, exception_type, exception_message, trace,
-        progress, progress_message,
-    ) = row  # fmt: skip
-    if not row_is_current(status, attempt if result_status is not None else None, starts):
-        # The running attempt has no row yet (it writes one after a second, or when it
-        # reports progress); the row, if any, is an earlier attempt's. Say what the
-        # events know of the running one.
-        result_status, attempt, worker_name, started_at = None, starts, "", last_start
-        finished_at = duration = progress = None
-    shaped: dict[str, Any] = {
-        "id": job_id,
-        "task": task,
-        "queue": queue,
-        "status": status,
-        "attempts": attempts,
-        "priority": priority,
-        "lock": lock,
-        "queueing_lock": queueing_lock,
-        "abort_requested": abort_requested,
-        "deferred_at": deferred_at,
-        "scheduled_at": scheduled_at,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "duration_seconds": duration.total_seconds() if duration is not None else None,
-        "worker": worker_name or None,
-        "last_attempt": attempt,
-        "progress": None,
-        "result": None,
-        "error": None,
-    }
-    if progress is not None:
-        shaped["progress"] = {"fraction": progress, "message": progress_message}
-    if result_status == JobResult.Status.SUCCEEDED:
-        shaped["result"] = json.loads(return_value) if return_value is not None else None
-    elif result_status in {JobResult.Status.FAILED, JobResult.Status.ABORTED}:
-        shaped["error"] = {"type": exception_type, "message": exception_message, "traceback": trace}
-    return shaped
-
-
-def job_status(job_id: int) -> dict[str, Any] | None:
-    """A job's status, timings, progress and result or error; None if there is no such job."""
-    with connection.cursor() as cursor:
-        cursor.execute(STATUS_SQL, [job_id])
-        row = cursor.fetchone()
-    return _shape(row) if row is not None else None
-
-
-ajob_status = sync_to_async(job_status)

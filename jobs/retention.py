@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 
+from jobs.job_statuses import FINISHED_STATUSES
 from jobs.maintenance import Progress
-
-FINAL_STATUSES = ("succeeded", "failed", "cancelled", "aborted")
 
 # One batch: the oldest-id jobs of a status, after the last id seen, whose latest event is
 # older than the cutoff (NOT EXISTS on the events' job_id index).
@@ -50,7 +49,7 @@ def retention_cutoffs(*, now: dt.datetime, hours: dict[str, int]) -> dict[str, d
     """Cutoff per final status; a status with 0 hours (or absent) is kept forever."""
     return {
         status: now - dt.timedelta(hours=hours[status])
-        for status in FINAL_STATUSES
+        for status in FINISHED_STATUSES
         if hours.get(status)
     }
 

@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from procrastinate import testing
 from procrastinate.contrib.django import app, procrastinate_app
 from procrastinate.periodic import PeriodicRegistry
 
+from jobs import processes
 from jobs.databases import database_url, listening_pids
-from jobs.processes import worker_command
+from jobs.processes import Process, site_directory, worker_command
 
 if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
@@ -127,7 +127,7 @@ def run_worker(
     def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
         completed = subprocess.run(
             worker_command("--one-shot", *args),
-            cwd=settings.BASE_DIR,
+            cwd=site_directory(),
             env=worker_environment(**env),
             capture_output=True,
             text=True,
@@ -157,7 +157,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, what: str = ""
 
 @dataclass
 class WorkerProcess:
-    process: subprocess.Popen[str]
+    process: Process
     log: IO[str]
     known_listeners: set[int] = field(default_factory=set)
     stopped: bool = field(default=False)
@@ -210,14 +210,7 @@ def start_worker(
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             "w+", prefix="worker-", suffix=".log", delete=False
         )
-        process = subprocess.Popen(
-            worker_command(*args),
-            cwd=settings.BASE_DIR,
-            env=worker_environment(**env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = processes.start(worker_command(*args), env=worker_environment(**env), output=log)
         worker = WorkerProcess(process=process, log=log, known_listeners=listeners_before)
         started.append(worker)
         if ready:
@@ -227,13 +220,7 @@ def start_worker(
         return worker
 
     yield start
+    processes.stop([worker.process for worker in started], timeout=30)
     for worker in started:
-        if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
-            try:
-                worker.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
         worker.log.close()
         os.unlink(worker.log.name)

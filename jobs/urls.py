@@ -1,6 +1,7 @@
 from django.urls import path
 
-from jobs import api, dashboard, health, metrics
+from jobs import dashboard, health, metrics
+from jobs.api import views as api
 
 app_name = "jobs"
 
@@ -12,7 +13,7 @@ urlpatterns = [
     path("dashboard/data/", dashboard.dashboard_data, name="dashboard-data"),
     path("health/", health.health, name="health"),
     path("metrics/", metrics.metrics, name="metrics"),
-    # The JSON job API (jobs/api.py), sync implementation...
+    # The JSON job API (jobs/api/views.py), sync implementation...
     path("api/jobs/", api.defer_job, name="api-defer"),
     path("api/jobs/<int:job_id>/", api.job_detail, name="api-job"),
     path("api/jobs/<int:job_id>/cancel/", api.job_action, {"action": "cancel"}, name="api-cancel"),

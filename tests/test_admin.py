@@ -13,8 +13,8 @@ from procrastinate.contrib.django.models import ProcrastinateEvent, Procrastinat
 
 from example import tasks
 from example.models import Notification
-from jobs import admin as job_admin
-from jobs.admin import JobAdmin
+from jobs.admin import jobs as job_admin
+from jobs.admin.jobs import JobAdmin
 from jobs.job_list import CappedPaginator
 from jobs.models import JobResult
 from tests.conftest import JobMaker
@@ -127,7 +127,7 @@ def test_token_admin__revoke_action(admin_client: Client) -> None:
     assert authenticate(raw) is None
 
 
-# --- The job and event admin at scale (jobs/admin.py, jobs/job_list.py) ------------------
+# --- The job and event admin at scale (jobs/admin/, jobs/job_list.py) -------------------
 
 EVENTS_URL = "/admin/procrastinate/procrastinateevent/"
 
@@ -136,6 +136,18 @@ def listed(client: Client, url: str = JOBS_URL, **query: str) -> list[int]:
     response = client.get(url, query)
     assert response.status_code == 200, response
     return [row.pk for row in response.context["cl"].result_list]
+
+
+@pytest.mark.parametrize("term", ["²", "1" * 5000, str(2**63)])
+@pytest.mark.parametrize("url", [JOBS_URL, EVENTS_URL])
+def test_job_and_event_search__a_term_of_digits_that_is_no_job_id(
+    admin_client: Client, make_job: JobMaker, url: str, term: str
+) -> None:
+    make_job()
+
+    # "²" passes str.isdigit and fails int(); so do 5,000 digits: both answered 500.
+    assert listed(admin_client, url, q=term) == []
+    assert admin_client.get(f"{JOBS_URL}{term}/change/").status_code == 302
 
 
 def test_job_list__filters_and_searches(admin_client: Client, make_job: JobMaker) -> None:
@@ -263,7 +275,9 @@ def test_job_page__shows_timeline_arguments_and_error(
     assert "smtplib.SMTPServerDisconnected" in page
     assert "Connection unexpectedly closed" in page
     assert "Traceback (most recent call last)" in page
-    assert "1.50 s" in page
+    # Durations read as on the dashboard and in "last event ... ago" (jobs/time_labels.py).
+    assert ", 1.5 s" in page  # the timing field: "started ..., finished ..., 1.5 s"
+    assert "1.50 s" not in page
 
 
 def test_job_page__shortens_large_arguments(admin_client: Client, make_job: JobMaker) -> None:
@@ -315,19 +329,21 @@ def test_job_actions__cancel_jobs_not_started(admin_client: Client, make_job: Jo
     assert ProcrastinateJob.objects.get(id=running).status == "doing"
 
 
-def test_job_actions__request_abort_of_running_jobs(
+def test_job_actions__abort_says_which_jobs_were_cancelled(
     admin_client: Client, make_job: JobMaker
 ) -> None:
     running = make_job("doing")
+    waiting = make_job()
     finished = make_job("succeeded")
 
-    message = act(admin_client, "request_abort", running, finished)
+    message = act(admin_client, "request_abort", running, waiting, finished)
 
     assert message == (
-        "Requested abort of 1 job. Left alone: 1 succeeded (only running jobs can be aborted)."
+        "Aborted 2 jobs. Of those, 1 job had not started and was cancelled. "
+        "Left alone: 1 succeeded (only waiting or running jobs can be aborted)."
     )
-    job = ProcrastinateJob.objects.get(id=running)
-    assert (job.status, job.abort_requested) == ("doing", True)
+    # What abort does to each state is tested once, in tests/test_job_actions.py.
+    assert ProcrastinateJob.objects.get(id=waiting).status == "cancelled"
 
 
 def test_job_actions__reschedule_asks_for_a_time_then_moves_jobs(
@@ -704,6 +720,21 @@ def test_periodic_tasks_page__needs_the_permission_to_view_jobs(staff_client: Cl
     assert b"jobs.recover_stalled_jobs" in page.content
     assert RUN_COMMAND_URL.encode() not in page.content  # a link it could not follow
     assert RUN_COMMAND_URL.encode() in runner.get(PERIODIC_URL).content
+
+
+def test_periodic_tasks_page__shows_times_in_utc_as_it_says(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.TIME_ZONE = "Asia/Tokyo"  # UTC+9: a time shown in it would read 12:30
+
+    response = admin_client.get(PERIODIC_URL)
+
+    daily = next(item for item in response.context["overview"] if item.cron == "30 3 * * *")
+    page = response.content.decode()
+    row = page[page.index(f"<strong>{daily.task_name}</strong>") :]
+    row = row[: row.index("</tr>")]
+    assert f"{daily.next_run.astimezone(dt.UTC):%Y-%m-%d} 03:30:00" in row
+    assert "Schedules and times are UTC" in page
 
 
 # --- A revoked token stays revoked (item 9) --------------------------------------------------

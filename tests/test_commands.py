@@ -82,8 +82,9 @@ def test_create_api_token__with_expiry() -> None:
         )
 
 
-def test_create_api_token__requires_tasks() -> None:
-    with pytest.raises(CommandError):
+def test_create_api_token__requires_tasks_and_says_so() -> None:
+    # argparse shows an ArgumentTypeError's reason; for a ValueError, "invalid ... value".
+    with pytest.raises(CommandError, match="--tasks: give at least one task name"):
         call_command("create_api_token", "x", "--tasks", " , ", stdout=StringIO())
 
 
@@ -222,3 +223,34 @@ def test_run_management_command__a_worker_fails_bad_command_lines_and_runs_on(
         "requested_by": "alice",
     }
     assert "usage:" not in worker.stdout + worker.stderr
+
+
+# --- run_workers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--shutdown-graceful-timeout", "-1"], "must be between 0 and 86400 seconds"),
+        (["--fetch-job-polling-interval", "nan"], "must be between 0 and 86400 seconds"),
+        (["--fetch-job-polling-interval", "soon"], "'soon' is not a number of seconds"),
+        (["--queues", " , "], "give at least one queue"),
+        (["--processes", "0"], "must be at least 1, not 0"),
+    ],
+)
+def test_run_workers__refuses_bad_arguments_with_the_reason(args: list[str], reason: str) -> None:
+    with pytest.raises(CommandError, match=reason):
+        call_command("run_workers", *args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_workers__needs_no_base_dir_setting(start_run_workers: Any) -> None:
+    # BASE_DIR is this project's setting; a site that installs jobs may have none.
+    group = start_run_workers(
+        "--processes", "1", DJANGO_SETTINGS_MODULE="tests.settings_without_base_dir"
+    )
+
+    group.wait_for_output("Starting worker")
+
+    assert group.stop() == 0
+    assert "All worker processes stopped." in group.output()

@@ -26,7 +26,7 @@ from procrastinate.contrib.django import procrastinate_app
 from procrastinate.contrib.django.apps import create_app
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
-from jobs import background_commands, job_times, retention
+from jobs import background_commands, job_statuses, job_times
 from jobs.conf import (
     DEFAULT_RETENTION_HOURS,
     JobsSettings,
@@ -141,7 +141,7 @@ def test_jobs_settings__readers_work_on_a_site_without_them(
 
 
 def test_jobs_settings__retention_statuses_are_the_final_statuses() -> None:
-    assert tuple(DEFAULT_RETENTION_HOURS) == retention.FINAL_STATUSES
+    assert tuple(DEFAULT_RETENTION_HOURS) == job_statuses.FINISHED_STATUSES
 
 
 # --- Values a site sets -----------------------------------------------------------------

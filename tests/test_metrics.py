@@ -44,6 +44,8 @@ def test_metrics__need_the_token_or_a_staff_login(
     assert client.get(METRICS, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert staff_client.get(METRICS).status_code == 200
+    # Another scheme (a proxy's Basic) is no bearer token: the session decides.
+    assert staff_client.get(METRICS, headers={"Authorization": "Basic YTpi"}).status_code == 200
     client.force_login(User.objects.create_user("clerk", password="x"))
     assert client.get(METRICS).status_code == 403
 

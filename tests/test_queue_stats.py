@@ -90,6 +90,21 @@ def test_percentiles__per_queue_and_for_all() -> None:
     assert rows[""].max == 1000
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.9, 0.95, 0.99, 1.0])
+def test_quantile__is_postgresqls_percentile_cont(q: float) -> None:
+    # The one percentile of the dashboard and the benchmarks (bench/timing.py).
+    values = sorted([0.004, 0.2, 0.21, 1.5, 3.0, 3.0, 7.25, 40.0, 41.0, 600.0, 0.03])
+
+    expected = scalar(
+        "SELECT percentile_cont(%s) WITHIN GROUP (ORDER BY v) FROM unnest(%s::float8[]) v",
+        [q, values],
+    )
+
+    assert queue_stats.quantile(values, q) == pytest.approx(expected)
+    assert queue_stats.quantile([5.0], q) == 5.0
+
+
 def test_percentiles__of_nothing_is_empty() -> None:
     assert queue_stats.percentiles([]) == []
 

@@ -183,6 +183,11 @@ def test_run_site__refuses_a_port_in_use(free_port: int) -> None:
             call_command("run_site", "--port", str(free_port), "--no-migrate")
 
 
-def test_run_site__rejects_a_bad_port() -> None:
-    with pytest.raises(CommandError, match="port"):
-        call_command("run_site", "--port", "70000")
+@pytest.mark.parametrize(
+    ("port", "reason"),
+    [("70000", "must be at most 65535, not 70000"), ("http", "'http' is not a whole number")],
+)
+def test_run_site__rejects_a_bad_port_with_the_reason(port: str, reason: str) -> None:
+    # argparse shows an ArgumentTypeError's reason; for a ValueError, "invalid ... value".
+    with pytest.raises(CommandError, match=f"argument --port: {reason}"):
+        call_command("run_site", "--port", port)

@@ -6,7 +6,7 @@ import datetime as dt
 
 from django import template
 
-from jobs import charts
+from jobs.time_labels import duration_label, relative
 
 register = template.Library()
 
@@ -14,13 +14,13 @@ register = template.Library()
 @register.filter
 def duration(seconds: float | None) -> str:
     """1.2 s, 340 ms, 12 min, 3.5 h."""
-    return "-" if seconds is None else charts.duration_label(seconds)
+    return "-" if seconds is None else duration_label(seconds)
 
 
 @register.filter
 def relative_to(moment: dt.datetime | None, now: dt.datetime) -> str:
     """ "in 4 min" or "12 s ago", from `now` (the snapshot's time)."""
-    return charts.relative(moment, now=now)
+    return relative(moment, now=now)
 
 
 @register.filter

@@ -8,12 +8,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from bench.arguments import seconds
 from bench.http_load import requests_per_second, time_requests
 from bench.processes import web_server
 from bench.scratch import ScratchDatabase, scratch_database
 from bench.seeding import seed_finished_jobs
-from jobs.management.arguments import whole_number
+from jobs.management.arguments import seconds, whole_number
 
 
 class Command(BaseCommand):

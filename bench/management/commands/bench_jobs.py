@@ -15,11 +15,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from bench import worker_tasks
-from bench.arguments import seconds
 from bench.chart import write_chart
 from bench.job_figures import run_all
 from bench.scratch import ScratchDatabase, scratch_database
-from jobs.management.arguments import whole_number
+from jobs.management.arguments import seconds, whole_number
 
 SCRATCH_SUFFIX = "_bench_jobs"
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from argparse import ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -13,7 +14,7 @@ from jobs.tokens import TokenError, issue_token
 def task_list(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names:
-        raise ValueError("give at least one task name")
+        raise ArgumentTypeError("give at least one task name")
     return names
 
 

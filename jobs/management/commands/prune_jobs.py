@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from jobs import retention
 from jobs.conf import jobs_settings
+from jobs.job_statuses import FINISHED_STATUSES
 from jobs.management.arguments import whole_number
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--status",
-            choices=retention.FINAL_STATUSES,
+            choices=FINISHED_STATUSES,
             action="append",
             help="Only this final status (repeatable). Default: all, per JOBS_RETENTION_HOURS.",
         )
@@ -55,7 +56,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  {item.status}: {item.jobs} job(s) finished before {item.cutoff:%Y-%m-%d %H:%M}"
             )
-        kept = sorted(set(retention.FINAL_STATUSES) - {item.status for item in pruned})
+        kept = sorted(set(FINISHED_STATUSES) - {item.status for item in pruned})
         if kept and not status:
             self.stdout.write(f"  kept forever (retention 0): {', '.join(kept)}")
         total = sum(item.jobs for item in pruned)

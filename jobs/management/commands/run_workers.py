@@ -7,12 +7,11 @@ import socket
 from argparse import ArgumentTypeError
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from jobs.conf import worker_shutdown_graceful_timeout
-from jobs.management.arguments import whole_number
+from jobs.management.arguments import seconds, whole_number
 from jobs.processes import ProcessGroup, worker_command
 
 QUEUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -27,16 +26,6 @@ def queue_list(value: str) -> list[str]:
     if not queues:
         raise ArgumentTypeError("give at least one queue, or leave --queues out for all")
     return queues
-
-
-def seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 <= number <= 86_400:
-        raise ArgumentTypeError("must be between 0 and 86400 seconds")
-    return number
 
 
 class Command(BaseCommand):
@@ -69,7 +58,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--shutdown-graceful-timeout",
-            type=seconds,
+            type=seconds(0, 86_400),
             default=None,
             help="Seconds running jobs get to finish after SIGTERM (default: the setting).",
         )
@@ -82,7 +71,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--fetch-job-polling-interval",
-            type=seconds,
+            type=seconds(0, 86_400),
             default=None,
             help="Fallback polling interval in seconds (LISTEN/NOTIFY wakes workers anyway).",
         )
@@ -135,7 +124,6 @@ class Command(BaseCommand):
         connections.close_all()
         group = ProcessGroup(
             commands,
-            cwd=settings.BASE_DIR,
             env=env,
             # Workers without a graceful timeout wait for their jobs however long: so do we.
             stop_timeout=math.inf if graceful is None else graceful + 10,

@@ -13,17 +13,8 @@ from django.db import connections
 
 from example import services
 from jobs.conf import worker_shutdown_graceful_timeout
+from jobs.management.arguments import whole_number
 from jobs.processes import ProcessGroup, web_server_command, worker_command
-
-
-def port_number(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{port} is not between 1 and 65535")
-    return port
 
 
 class Command(BaseCommand):
@@ -38,7 +29,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to bind the web server.")
-        parser.add_argument("--port", type=port_number, default=8000, help="Web server port.")
+        parser.add_argument(
+            "--port", type=whole_number(1, 65535), default=8000, help="Web server port."
+        )
         parser.add_argument(
             "--no-migrate", action="store_true", help="Do not apply migrations first."
         )
@@ -76,7 +69,6 @@ class Command(BaseCommand):
         graceful = worker_shutdown_graceful_timeout()
         group = ProcessGroup(
             {"web server": web_server_command(host, port), "worker": worker_command()},
-            cwd=settings.BASE_DIR,
             env=dict(os.environ),
             stop_timeout=math.inf if graceful is None else graceful + self.stop_margin,
             log=self.stderr.write,

@@ -1,0 +1,98 @@
+"""Who is asking the job API, and what it may do.
+
+A machine client sends `Authorization: Bearer <token>`; the token names the tasks it may
+use (jobs/tokens.py). Without that header, the site's session user is asked for, with the
+permission of each action, and CSRF protects its POSTs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+
+from jobs import tokens
+from jobs.access import MANAGE_JOBS, MalformedAuthorization, bearer_token
+from jobs.api.errors import ApiError
+from jobs.models import ApiToken
+
+PERMISSIONS = {
+    "defer": "jobs.defer_job",
+    "view": "jobs.view_job_status",
+    "manage": MANAGE_JOBS,
+}
+
+
+@dataclass
+class Principal:
+    """A token or a session user, with what it may do."""
+
+    token: ApiToken | None = None
+    permissions: set[str] = field(default_factory=set)
+
+    def require(self, action: str, task_name: str | None = None) -> None:
+        if self.token is not None:
+            if task_name is not None and not self.token.allows(task_name):
+                raise ApiError(403, f"This token may not use task {task_name!r}.", "task")
+            return
+        if PERMISSIONS[action] not in self.permissions:
+            raise ApiError(403, f"You need the {PERMISSIONS[action]!r} permission.")
+
+    def sees(self, task_name: str) -> bool:
+        return self.token is None or self.token.allows(task_name)
+
+    @property
+    def reads_tracebacks(self) -> bool:
+        # A traceback shows the server's paths and code: for the site's own users only.
+        return self.token is None
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    try:
+        return bearer_token(request)
+    except MalformedAuthorization:
+        raise ApiError(401, "The Authorization header must be 'Bearer <token>'.") from None
+
+
+def _enforce_csrf(request: HttpRequest) -> None:
+    # Session cookies ride along on any cross-site request; bearer tokens do not.
+    reason = CsrfViewMiddleware(lambda request: HttpResponse()).process_view(
+        request, lambda request: HttpResponse(), (), {}
+    )
+    if reason is not None:
+        raise ApiError(403, "CSRF check failed: send the X-CSRFToken header.")
+
+
+def _require_session(request: HttpRequest, user: AbstractBaseUser | AnonymousUser) -> None:
+    # Who is asking comes first: a visitor with neither token nor session is told to
+    # authenticate (401), not that a CSRF token is missing; CSRF then protects sessions.
+    if not user.is_authenticated:
+        raise ApiError(401, "Authentication required: send a bearer token or log in.")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        _enforce_csrf(request)
+
+
+def authenticate(request: HttpRequest) -> Principal:
+    raw = _bearer(request)
+    if raw is not None:
+        token = tokens.authenticate(raw)
+        if token is None:
+            raise ApiError(401, "Invalid or revoked token.")
+        return Principal(token=token)
+    user = request.user
+    _require_session(request, user)
+    return Principal(permissions=user.get_all_permissions())
+
+
+async def aauthenticate(request: HttpRequest) -> Principal:
+    raw = _bearer(request)
+    if raw is not None:
+        token = await tokens.aauthenticate(raw)
+        if token is None:
+            raise ApiError(401, "Invalid or revoked token.")
+        return Principal(token=token)
+    user = await request.auser()
+    _require_session(request, user)
+    return Principal(permissions=await user.aget_all_permissions())

@@ -1,0 +1,255 @@
+"""What a client asks the job API: the body, read within bounds, and a defer request,
+checked field by field and resolved to a configured task.
+
+Each check raises `ApiError(400)` naming the field; nothing is deferred until all passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from procrastinate import jobs as procrastinate_jobs
+from procrastinate import tasks as procrastinate_tasks
+
+from jobs.api.auth import Principal
+from jobs.api.errors import ApiError
+from jobs.conf import jobs_settings
+from jobs.http_tasks import (
+    ArgumentError,
+    api_lock,
+    check_arguments,
+    get_task,
+    is_callable_over_http,
+)
+from jobs.job_times import ScheduleError, max_ahead, scheduled_time
+
+DEFER_FIELDS = {
+    "task",
+    "kwargs",
+    "queue",
+    "priority",
+    "schedule_in",
+    "schedule_at",
+    "queueing_lock",
+    "lock",
+}
+LOCK_FIELDS = ("queueing_lock", "lock")
+SCHEDULE_UNITS = {"weeks", "days", "hours", "minutes", "seconds"}
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # used with fullmatch: no "\n" at the end
+PG_INT_RANGE = (-(2**31), 2**31 - 1)
+MAX_JSON_DEPTH = 32
+
+
+@dataclass
+class DeferRequest:
+    task: str
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """The body, never more than JOBS_API_MAX_BODY_BYTES of it read; ApiError(413) past that.
+
+    Every POST view reads it first, before the CSRF check can parse a form body unbounded.
+    """
+    limit = jobs_settings.JOBS_API_MAX_BODY_BYTES
+    too_large = ApiError(413, f"The body is larger than {limit} bytes.")
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    if not declared and "HTTP_TRANSFER_ENCODING" in request.META:
+        # A chunked body declares no length: read one byte past the limit and no more.
+        # (`request.body` would read all of it, and past DATA_UPLOAD_MAX_MEMORY_SIZE raise
+        # RequestDataTooBig, which Django answers with an HTML 400.)
+        body = request.read(limit + 1)
+    else:
+        try:
+            body = request.body
+        except RequestDataTooBig:  # a site whose Django limit is below JOBS_API_MAX_BODY_BYTES
+            raise too_large from None
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
+def _check_text(value: str, field_name: str) -> None:
+    """Refuse a string PostgreSQL cannot store: text and jsonb hold no NUL, and a lone
+    surrogate has no UTF-8 encoding."""
+    if "\x00" in value:
+        raise ApiError(400, "Strings may not contain the NUL character (\\u0000).", field_name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "Strings may not contain lone surrogates.", field_name) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_json_safe(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse what JSON parsing lets through but PostgreSQL's jsonb (or sanity) refuses."""
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, f"Nested deeper than {MAX_JSON_DEPTH} levels.", path)
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(400, "Numbers must be finite.", path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_safe(key, path, depth + 1)
+            _check_json_safe(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_safe(item, f"{path}[{index}]", depth + 1)
+
+
+def _name(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ApiError(
+            400, "Must be 1 to 128 letters, digits or the characters _ . : -", field_name
+        )
+    return value
+
+
+def _lock(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 255:
+        raise ApiError(400, "Must be a string of 1 to 255 characters.", field_name)
+    _check_text(value, field_name)
+    # procrastinate reads a taken queueing lock back out of PostgreSQL's error message, with
+    # a pattern a line break defeats (an AssertionError, so a 500, instead of the 409). A
+    # lock names something; it has no use for control characters.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ApiError(
+            400, "Must not contain control characters (line breaks, tabs, ...).", field_name
+        )
+    return value
+
+
+def _priority(value: Any) -> int:
+    # An API client may lower its job's priority, down to PostgreSQL's int range, but not
+    # raise it above JOBS_API_MAX_PRIORITY: the site's own jobs (priority 0 unless their
+    # task says otherwise) are not to wait behind a client's.
+    lowest, highest = PG_INT_RANGE[0], min(jobs_settings.JOBS_API_MAX_PRIORITY, PG_INT_RANGE[1])
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        raise ApiError(
+            400,
+            f"Must be an integer from {lowest} to {highest} (JOBS_API_MAX_PRIORITY); "
+            "higher runs first.",
+            "priority",
+        )
+    return value
+
+
+def _scheduled(when: dt.datetime, field_name: str, now: dt.datetime | None = None) -> dt.datetime:
+    try:
+        return scheduled_time(when, now=now)
+    except ScheduleError as exc:
+        raise ApiError(400, str(exc), field_name) from None
+
+
+def _schedule_in(value: Any) -> dt.datetime:
+    if not isinstance(value, dict) or not value:
+        raise ApiError(400, 'Must be an object such as {"minutes": 5}.', "schedule_in")
+    for unit, amount in value.items():
+        if unit not in SCHEDULE_UNITS:
+            raise ApiError(
+                400,
+                f"Unknown unit {unit!r}; use {', '.join(sorted(SCHEDULE_UNITS))}.",
+                "schedule_in",
+            )
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            raise ApiError(400, f"{unit!r} must be a number of at least 0.", "schedule_in")
+    try:
+        delay = dt.timedelta(**value)
+    except OverflowError:
+        delay = dt.timedelta.max
+    # Turned into the time it names, which then meets the same rule as schedule_at. A delay
+    # past the bound is shortened to just past it first, so that adding it cannot overflow.
+    delay = min(delay, max_ahead() + dt.timedelta(seconds=1))
+    now = timezone.now()
+    return _scheduled(now + delay, "schedule_in", now=now)
+
+
+def _schedule_at(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ApiError(400, "Must be an ISO 8601 date and time string.", "schedule_at")
+    try:
+        when = parse_datetime(value)
+    except (ValueError, OverflowError):  # a date or an offset out of range
+        when = None
+    if when is None:
+        raise ApiError(400, "Must be an ISO 8601 date and time string.", "schedule_at")
+    return _scheduled(when, "schedule_at")
+
+
+def parse_defer_request(body: bytes) -> DeferRequest:
+    """Parse and check a defer request body; raise ApiError(400) naming the bad field."""
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The body must be a JSON object.")
+    unknown = sorted(set(data) - DEFER_FIELDS)
+    if unknown:
+        raise ApiError(400, f"Unknown field {unknown[0]!r}.", unknown[0])
+    if "task" not in data:
+        raise ApiError(400, "The name of the task to defer is required.", "task")
+    if not isinstance(data["task"], str) or not data["task"]:
+        raise ApiError(400, "Must be a task name.", "task")
+    kwargs = data.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ApiError(400, "Must be an object of keyword arguments.", "kwargs")
+    _check_json_safe(kwargs, "kwargs")
+    options: dict[str, Any] = {}
+    if data.get("queue") is not None:
+        options["queue"] = _name(data["queue"], "queue")
+    if data.get("priority") is not None:
+        options["priority"] = _priority(data["priority"])
+    if data.get("schedule_in") is not None and data.get("schedule_at") is not None:
+        raise ApiError(400, "Give schedule_in or schedule_at, not both.", "schedule_at")
+    # Both become `schedule_at`: the time, in UTC, that reaches the job row.
+    if data.get("schedule_in") is not None:
+        options["schedule_at"] = _schedule_in(data["schedule_in"])
+    if data.get("schedule_at") is not None:
+        options["schedule_at"] = _schedule_at(data["schedule_at"])
+    for lock_field in LOCK_FIELDS:
+        if data.get(lock_field) is not None:
+            options[lock_field] = _lock(data[lock_field], lock_field)
+    return DeferRequest(task=data["task"], kwargs=kwargs, options=options)
+
+
+def resolve_task(name: str) -> procrastinate_tasks.Task[Any, Any, Any]:
+    task = get_task(name)
+    if task is None:
+        raise ApiError(404, f"No task named {name!r}.", "task")
+    if not is_callable_over_http(name):
+        raise ApiError(403, f"Task {name!r} is not callable over HTTP.", "task")
+    return task
+
+
+def prepare_defer(request: DeferRequest, principal: Principal) -> procrastinate_jobs.JobDeferrer:
+    """Check that `principal` may defer the task with these arguments; return the deferrer
+    configured with the request's options, its locks in the task's namespace."""
+    task = resolve_task(request.task)
+    principal.require("defer", task.name)
+    try:
+        check_arguments(task, request.kwargs)
+    except ArgumentError as exc:
+        raise ApiError(400, exc.message, exc.field) from None
+    options = dict(request.options)
+    for lock_field in LOCK_FIELDS:
+        if lock_field in options:
+            options[lock_field] = api_lock(task.name, options[lock_field])
+    return task.configure(**options)
