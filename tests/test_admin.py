@@ -640,8 +640,8 @@ def test_job_actions__rescheduled_jobs_are_listed_and_run(
 
 # --- The run-command page (item 5) and the periodic-tasks page (item 9) ---------------------
 
-RUN_COMMAND_URL = "/admin/jobs/run-command/"
-PERIODIC_URL = "/admin/jobs/periodic-tasks/"
+RUN_COMMAND_URL = "/admin/procrastinate/procrastinatejob/run-command/"
+PERIODIC_URL = "/admin/procrastinate/procrastinatejob/periodic-tasks/"
 
 
 def staff_with(*codenames: str) -> Client:

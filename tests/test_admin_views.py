@@ -6,7 +6,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 pytestmark = pytest.mark.django_db
 
-RUN_COMMAND_URL = "/admin/jobs/run-command/"
+RUN_COMMAND_URL = "/admin/procrastinate/procrastinatejob/run-command/"
 
 
 def test_run_command_form__offers_the_allow_list_of_the_moment(admin_client: Client) -> None:

@@ -340,22 +340,9 @@ def test_bare_site__admin_lists_the_jobs_and_shows_one(
     ("path", "text"),
     [
         ("/admin/", "Site administration"),
-        *(
-            pytest.param(
-                path,
-                text,
-                # Issue 11 wants them routed by the admin or by `include("jobs.urls")`; today
-                # only project/urls.py routes them. Strict: the test fails once they are routed,
-                # so that this mark goes then.
-                marks=pytest.mark.xfail(
-                    strict=True, reason="the admin pages of jobs are routed in project/urls.py"
-                ),
-            )
-            for path, text in [
-                ("/admin/jobs/periodic-tasks/", "Periodic tasks"),
-                ("/admin/jobs/run-command/", "prune_jobs"),
-            ]
-        ),
+        # The job system's own admin pages, routed by its job admin (no URL of the site's).
+        ("/admin/procrastinate/procrastinatejob/periodic-tasks/", "Periodic tasks"),
+        ("/admin/procrastinate/procrastinatejob/run-command/", "prune_jobs"),
     ],
 )
 def test_bare_site__admin_pages_of_jobs_are_routed_without_the_site(

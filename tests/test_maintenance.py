@@ -236,20 +236,26 @@ def test_prune_jobs__bad_arguments() -> None:
 
 
 def test_periodic_admin_page__lists_schedules_for_staff(admin_client: Any, client: Any) -> None:
-    page = admin_client.get("/admin/jobs/periodic-tasks/")
+    page = admin_client.get("/admin/procrastinate/procrastinatejob/periodic-tasks/")
     assert page.status_code == 200
     assert b"Every 10 minutes" in page.content
     assert b"jobs.recover_stalled_jobs" in page.content
-    assert client.get("/admin/jobs/periodic-tasks/").status_code == 302
+    assert client.get("/admin/procrastinate/procrastinatejob/periodic-tasks/").status_code == 302
+
+
+RUN_COMMAND_URL = "/admin/procrastinate/procrastinatejob/run-command/"
 
 
 def test_run_command_admin_page__defers_an_allowed_command(admin_client: Any) -> None:
-    refused = admin_client.post("/admin/jobs/run-command/", {"command": "flush", "arguments": ""})
+    refused = admin_client.post(
+        "/admin/procrastinate/procrastinatejob/run-command/", {"command": "flush", "arguments": ""}
+    )
     assert refused.status_code == 200
     assert not ProcrastinateJob.objects.exists()
 
     response = admin_client.post(
-        "/admin/jobs/run-command/", {"command": "prune_jobs", "arguments": "--dry-run"}
+        "/admin/procrastinate/procrastinatejob/run-command/",
+        {"command": "prune_jobs", "arguments": "--dry-run"},
     )
 
     job = ProcrastinateJob.objects.get()

@@ -18,7 +18,7 @@ from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast, Left, Length
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -128,6 +128,26 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         "result_error",
     ]
     actions = ["retry_failed", "cancel_waiting", "request_abort", "reschedule"]
+
+    def get_urls(self) -> list[URLPattern]:
+        # The job system's staff pages that have no model of their own, in the admin's look
+        # and login: routed here, under the job list, a site needs nothing but the admin's
+        # own URLs for them. Before the model's patterns, whose `<object_id>/` takes any name.
+        from jobs import admin_views
+
+        pages = [
+            path(
+                "periodic-tasks/",
+                self.admin_site.admin_view(admin_views.periodic_tasks),
+                name="jobs-admin-periodic-tasks",
+            ),
+            path(
+                "run-command/",
+                self.admin_site.admin_view(admin_views.run_command),
+                name="jobs-admin-run-command",
+            ),
+        ]
+        return pages + super().get_urls()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProcrastinateJob]:
         # Arguments can be megabytes: the list reads their first characters only.
