@@ -18,6 +18,7 @@ per run in `test_job_runs`, see tests/slow_tasks.py).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import signal
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management import call_command
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 from procrastinate.exceptions import AlreadyEnqueued
@@ -58,6 +60,17 @@ from tests.slow_tasks import (
 wait_until = functools.partial(testing.wait_until, timeout=60)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_dead_connection_left() -> Iterator[None]:
+    """A PostgreSQL restart ends every open connection: the test's own, and the one Django
+    keeps on asgiref's thread for the ORM calls of async tests, which a later async test
+    would find closed ("terminating connection due to administrator command"). Each test
+    here closes both after it, whatever it did; they reconnect when next used."""
+    yield
+    connections.close_all()
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 def statuses(job_ids: Iterable[int]) -> dict[int, str]:
