@@ -18,6 +18,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from example import tasks as example_tasks
 from example.models import Notification
 from jobs import tasks as jobs_tasks
+from jobs.api.auth import Principal
 from jobs.http_tasks import api_lock
 from jobs.models import ApiToken, JobResult
 from jobs.tokens import issue_token
@@ -753,16 +754,41 @@ def test_status__token_gets_the_error_without_the_traceback(
     assert b"/srv/site" not in response.content
 
 
-def test_status__user_with_the_permission_gets_the_traceback(
+def test_status__staff_user_with_the_permission_gets_the_traceback(
     client: Client, api: str, make_job: JobMaker
 ) -> None:
     job_id = failed_job(make_job)
-    client.force_login(grant(User.objects.create_user("fay", password="pw"), "view_job_status"))
+    user = User.objects.create_user("fay", password="pw", is_staff=True)
+    client.force_login(grant(user, "view_job_status"))
 
     response = client.get(f"{api}/jobs/{job_id}/")
 
     assert response.status_code == 200
     assert response.json()["error"]["traceback"].startswith('File "/srv/site/jobs/tasks.py"')
+
+
+def test_status__non_staff_user_gets_the_error_without_the_traceback(
+    client: Client, api: str, make_job: JobMaker
+) -> None:
+    job_id = failed_job(make_job)
+    client.force_login(grant(User.objects.create_user("gus", password="pw"), "view_job_status"))
+
+    response = client.get(f"{api}/jobs/{job_id}/")
+
+    assert response.status_code == 200
+    assert response.json()["error"] == {
+        "type": "jobs.models.Report.DoesNotExist",
+        "message": "Report matching query does not exist.",
+    }
+    assert b"/srv/site" not in response.content
+
+
+def test_principal__only_an_active_staff_user_reads_tracebacks() -> None:
+    # An inactive user cannot log in through Django's backends; the rule holds anyway.
+    assert Principal(user=User(is_staff=True, is_active=True)).reads_tracebacks
+    assert not Principal(user=User(is_staff=True, is_active=False)).reads_tracebacks
+    assert not Principal(user=User(is_staff=False, is_active=True)).reads_tracebacks
+    assert not Principal(token=ApiToken(name="t", tasks=[])).reads_tracebacks
 
 
 def test_tasks__registry(client: Client, api: str) -> None:
