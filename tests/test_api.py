@@ -453,7 +453,8 @@ BAD_BODIES: list[tuple[Any, int, str | None]] = [
     ),
     ({"task": "no.such.task", "kwargs": {}}, 404, "task"),
     ({"task": "os.system", "kwargs": {"command": "true"}}, 404, "task"),
-    ({"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}}, 403, "task"),
+    # To a token, a task not callable over HTTP is as missing as an unknown one.
+    ({"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}}, 404, "task"),
 ]
 
 
@@ -514,18 +515,57 @@ def test_defer__oversized_chunked_body_is_json_413(site_server: Callable[..., st
     assert not ProcrastinateJob.objects.exists()
 
 
-def test_defer__token_limited_to_named_tasks(client: Client, api: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "kwargs"),
+    [
+        ("no.such.task", {}),  # unknown
+        ("jobs.delete_sent_notifications", {"older_than_days": 1}),  # not callable over HTTP
+        ("jobs.send_notification", {"notification_id": 1}),  # callable, not the token's
+    ],
+)
+def test_defer__token_gets_the_same_404_for_every_task_it_may_not_use(
+    client: Client, api: str, task: str, kwargs: dict[str, Any]
+) -> None:
     _, raw = issue_token(name="reports-only", tasks=["jobs.build_report"])
 
-    response = post_json(
+    response = post_json(client, f"{api}/jobs/", {"task": task, "kwargs": kwargs}, raw)
+
+    # The body names only what the client sent: which of the three it is stays unknown.
+    assert response.status_code == 404
+    assert response.json() == {"error": f"No task named {task!r}.", "field": "task"}
+    assert not ProcrastinateJob.objects.exists()
+
+
+def test_defer__session_user_with_the_permission_gets_the_precise_refusal(
+    client: Client, api: str
+) -> None:
+    client.force_login(grant(User.objects.create_user("ivy", password="pw"), "defer_job"))
+
+    unknown = post_json(client, f"{api}/jobs/", {"task": "no.such.task"})
+    not_http = post_json(
         client,
         f"{api}/jobs/",
-        {"task": "jobs.send_notification", "kwargs": {"notification_id": 1}},
-        raw,
+        {"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}},
     )
 
-    assert response.status_code == 403
+    assert (unknown.status_code, not_http.status_code) == (404, 403)
+    assert not_http.json() == {
+        "error": "Task 'jobs.delete_sent_notifications' is not callable over HTTP.",
+        "field": "task",
+    }
     assert not ProcrastinateJob.objects.exists()
+
+
+def test_defer__session_user_without_the_permission_learns_no_task_name(
+    client: Client, api: str
+) -> None:
+    client.force_login(User.objects.create_user("jon", password="pw"))
+
+    unknown = post_json(client, f"{api}/jobs/", {"task": "no.such.task"})
+    known = post_json(client, f"{api}/jobs/", {"task": "jobs.delete_sent_notifications"})
+
+    assert (unknown.status_code, known.status_code) == (403, 403)
+    assert unknown.json() == known.json()
 
 
 @pytest.mark.parametrize(

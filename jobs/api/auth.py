@@ -33,10 +33,10 @@ class Principal:
     user: AbstractBaseUser | AnonymousUser | None = None
     permissions: set[str] = field(default_factory=set)
 
-    def require(self, action: str, task_name: str | None = None) -> None:
+    def require(self, action: str) -> None:
+        """Refuse a session user without the action's permission; a token may do every
+        action, on jobs of its tasks only (`sees`)."""
         if self.token is not None:
-            if task_name is not None and not self.token.allows(task_name):
-                raise ApiError(403, f"This token may not use task {task_name!r}.", "task")
             return
         if PERMISSIONS[action] not in self.permissions:
             raise ApiError(403, f"You need the {PERMISSIONS[action]!r} permission.")

@@ -230,9 +230,20 @@ def parse_defer_request(body: bytes) -> DeferRequest:
     return DeferRequest(task=data["task"], kwargs=kwargs, options=options)
 
 
-def resolve_task(name: str) -> procrastinate_tasks.Task[Any, Any, Any]:
+def resolve_task(name: str, principal: Principal) -> procrastinate_tasks.Task[Any, Any, Any]:
+    """The task `name` that `principal` may defer; ApiError otherwise.
+
+    A token is answered the same 404 whether the name is unknown, names a task not callable
+    over HTTP or one the token is not limited to: different answers would tell any token the
+    site's task names. A user trusted with jobs.defer_job gets the precise reason; one
+    without it is refused before the name is looked at.
+    """
+    principal.require("defer")
     task = get_task(name)
-    if task is None:
+    hidden = principal.token is not None and not (
+        is_callable_over_http(name) and principal.sees(name)
+    )
+    if task is None or hidden:
         raise ApiError(404, f"No task named {name!r}.", "task")
     if not is_callable_over_http(name):
         raise ApiError(403, f"Task {name!r} is not callable over HTTP.", "task")
@@ -242,8 +253,7 @@ def resolve_task(name: str) -> procrastinate_tasks.Task[Any, Any, Any]:
 def prepare_defer(request: DeferRequest, principal: Principal) -> procrastinate_jobs.JobDeferrer:
     """Check that `principal` may defer the task with these arguments; return the deferrer
     configured with the request's options, its locks in the task's namespace."""
-    task = resolve_task(request.task)
-    principal.require("defer", task.name)
+    task = resolve_task(request.task, principal)
     try:
         check_arguments(task, request.kwargs)
     except ArgumentError as exc:
