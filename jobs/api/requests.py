@@ -32,6 +32,7 @@ from jobs.http_tasks import (
     is_callable_over_http,
 )
 from jobs.job_times import ScheduleError, max_ahead, scheduled_time
+from jobs.postgres_values import PG_INT_MIN
 
 DEFER_FIELDS = {
     "task",
@@ -46,7 +47,6 @@ DEFER_FIELDS = {
 LOCK_FIELDS = ("queueing_lock", "lock")
 SCHEDULE_UNITS = {"weeks", "days", "hours", "minutes", "seconds"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # used with fullmatch: no "\n" at the end
-PG_INT_RANGE = (-(2**31), 2**31 - 1)
 MAX_JSON_DEPTH = 32
 
 
@@ -139,8 +139,9 @@ def _lock(value: Any, field_name: str) -> str:
 def _priority(value: Any) -> int:
     # An API client may lower its job's priority, down to PostgreSQL's int range, but not
     # raise it above JOBS_API_MAX_PRIORITY: the site's own jobs (priority 0 unless their
-    # task says otherwise) are not to wait behind a client's.
-    lowest, highest = PG_INT_RANGE[0], min(jobs_settings.JOBS_API_MAX_PRIORITY, PG_INT_RANGE[1])
+    # task says otherwise) are not to wait behind a client's. The setting itself stays below
+    # stalled-job recovery's priority (jobs/conf.py).
+    lowest, highest = PG_INT_MIN, jobs_settings.JOBS_API_MAX_PRIORITY
     if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
         raise ApiError(
             400,
