@@ -21,6 +21,7 @@ from jobs import tasks as jobs_tasks
 from jobs.api.auth import Principal
 from jobs.http_tasks import api_lock
 from jobs.models import ApiToken, JobResult
+from jobs.postgres_values import text_problem
 from jobs.tokens import issue_token
 from tests import api_tasks  # noqa: F401  (registers the test-only tasks)
 from tests.conftest import JobMaker
@@ -456,6 +457,22 @@ BAD_BODIES: list[tuple[Any, int, str | None]] = [
     # To a token, a task not callable over HTTP is as missing as an unknown one.
     ({"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}}, 404, "task"),
 ]
+
+
+@pytest.mark.parametrize("value", ["a\u0000b", "a\ud800b"])
+def test_defer__text_postgresql_cannot_store_is_refused_in_the_shared_words(
+    client: Client, api: str, token: str, value: str
+) -> None:
+    # One rule for "text PostgreSQL can store", the admin's filters' too.
+    body = {"task": "jobs.build_report", "kwargs": {"report_id": 1, value: 1}}
+
+    response = post_json(client, f"{api}/jobs/", body, token)
+
+    problem = text_problem(value)
+    assert problem is not None
+    assert response.status_code == 400
+    assert response.json() == {"error": f"{problem.capitalize()}.", "field": "kwargs"}
+    assert not ProcrastinateJob.objects.exists()
 
 
 @pytest.mark.parametrize(("body", "status", "field"), BAD_BODIES)

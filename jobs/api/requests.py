@@ -32,7 +32,7 @@ from jobs.http_tasks import (
     is_callable_over_http,
 )
 from jobs.job_times import ScheduleError, max_ahead, scheduled_time
-from jobs.postgres_values import PG_INT_MIN
+from jobs.postgres_values import PG_INT_MIN, text_problem
 
 DEFER_FIELDS = {
     "task",
@@ -83,14 +83,8 @@ def read_body(request: HttpRequest) -> bytes:
 
 
 def _check_text(value: str, field_name: str) -> None:
-    """Refuse a string PostgreSQL cannot store: text and jsonb hold no NUL, and a lone
-    surrogate has no UTF-8 encoding."""
-    if "\x00" in value:
-        raise ApiError(400, "Strings may not contain the NUL character (\\u0000).", field_name)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "Strings may not contain lone surrogates.", field_name) from None
+    if problem := text_problem(value):
+        raise ApiError(400, f"{problem.capitalize()}.", field_name)
 
 
 def _reject_constant(name: str) -> Any:
