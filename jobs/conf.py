@@ -15,8 +15,9 @@ first (`migrate` and `procrastinate worker` included), reports a bad one as `job
 naming the setting, what is wrong with it and what is expected; reading a bad value raises
 ImproperlyConfigured with the same words, for processes that run no checks (an ASGI server).
 
-This module imports nothing of `jobs` and reads no setting when imported: a site's settings
-module may import it, to take a default as the fallback of its own environment variable.
+This module imports nothing of `jobs` but `jobs.postgres_values` (constants, no imports) and
+reads no setting when imported: a site's settings module may import it, to take a default as
+the fallback of its own environment variable.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs.postgres_values import PG_INT_MIN
+
 # Every final status of a procrastinate job, with how long retention keeps its jobs; the keys
 # are the statuses JOBS_RETENTION_HOURS accepts (jobs.job_statuses.FINISHED_STATUSES, which a
 # test compares).
@@ -45,6 +48,10 @@ DEFAULT_RETENTION_HOURS: Mapping[str, int] = {
 # means "forever".
 MAX_RETENTION_HOURS = 876_000
 MAX_DAYS = 36_500
+# The highest JOBS_API_MAX_PRIORITY: below jobs.tasks.RECOVERY_PRIORITY (1_000_000_000), so
+# that no client's job runs ahead of stalled-job recovery and can starve it. A literal, as
+# jobs.tasks loads the procrastinate app and cannot be imported here; a test compares them.
+MAX_API_PRIORITY = 999_999_999
 
 
 class Rule(Protocol):
@@ -238,8 +245,9 @@ class JobsSettings:
     JOBS_API_MAX_SCHEDULE_DAYS = Setting(365, WholeNumber("days", 1, MAX_DAYS))
     # The highest priority the JSON job API accepts from a client (higher runs first). At 0,
     # the default priority of the site's own jobs, a client may lower its job's priority but
-    # not put it ahead of them; negative keeps every API job behind the site's.
-    JOBS_API_MAX_PRIORITY = Setting(0, Integer("priority", -(2**31), 2**31 - 1))
+    # not put it ahead of them; negative keeps every API job behind the site's. Never as high
+    # as stalled-job recovery's priority (MAX_API_PRIORITY).
+    JOBS_API_MAX_PRIORITY = Setting(0, Integer("priority", PG_INT_MIN, MAX_API_PRIORITY))
     # Expired or revoked API tokens are kept this long (for audit), then deleted.
     JOBS_EXPIRED_TOKEN_KEEP_DAYS = Setting(30, WholeNumber("days", 0, MAX_DAYS))
     # Retention of finished jobs, with their events and results, per final status; a site's

@@ -40,6 +40,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs import job_statuses, queue_stats
 from jobs.job_ids import parse_job_id
+from jobs.postgres_values import text_problem
 
 if TYPE_CHECKING:
     # django-stubs makes Paginator generic in what it pages; Django's class cannot be
@@ -403,17 +404,6 @@ def search_events(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
 
 
 # --- Parameters the lists accept ---------------------------------------------------------
-
-
-def text_problem(value: str) -> str | None:
-    """Why PostgreSQL could not take `value` as text, or None if it can."""
-    if "\x00" in value:
-        return "null characters are not allowed"
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return "lone surrogate characters are not allowed"
-    return None
 
 
 class CheckedChangeList(ChangeList):

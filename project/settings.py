@@ -17,6 +17,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from jobs.conf import JobsSettings
+from jobs.postgres_values import PG_INT_MIN
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -296,7 +297,7 @@ JOBS_API_MAX_SCHEDULE_DAYS = env_int(
     "JOBS_API_MAX_SCHEDULE_DAYS", JobsSettings.JOBS_API_MAX_SCHEDULE_DAYS.default
 )
 JOBS_API_MAX_PRIORITY = env_int(
-    "JOBS_API_MAX_PRIORITY", JobsSettings.JOBS_API_MAX_PRIORITY.default, minimum=-(2**31)
+    "JOBS_API_MAX_PRIORITY", JobsSettings.JOBS_API_MAX_PRIORITY.default, minimum=PG_INT_MIN
 )
 JOBS_EXPIRED_TOKEN_KEEP_DAYS = env_int(
     "JOBS_EXPIRED_TOKEN_KEEP_DAYS", JobsSettings.JOBS_EXPIRED_TOKEN_KEEP_DAYS.default

@@ -18,8 +18,10 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from example import tasks as example_tasks
 from example.models import Notification
 from jobs import tasks as jobs_tasks
+from jobs.api.auth import Principal
 from jobs.http_tasks import api_lock
 from jobs.models import ApiToken, JobResult
+from jobs.postgres_values import text_problem
 from jobs.tokens import issue_token
 from tests import api_tasks  # noqa: F401  (registers the test-only tasks)
 from tests.conftest import JobMaker
@@ -452,8 +454,25 @@ BAD_BODIES: list[tuple[Any, int, str | None]] = [
     ),
     ({"task": "no.such.task", "kwargs": {}}, 404, "task"),
     ({"task": "os.system", "kwargs": {"command": "true"}}, 404, "task"),
-    ({"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}}, 403, "task"),
+    # To a token, a task not callable over HTTP is as missing as an unknown one.
+    ({"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}}, 404, "task"),
 ]
+
+
+@pytest.mark.parametrize("value", ["a\u0000b", "a\ud800b"])
+def test_defer__text_postgresql_cannot_store_is_refused_in_the_shared_words(
+    client: Client, api: str, token: str, value: str
+) -> None:
+    # One rule for "text PostgreSQL can store", the admin's filters' too.
+    body = {"task": "jobs.build_report", "kwargs": {"report_id": 1, value: 1}}
+
+    response = post_json(client, f"{api}/jobs/", body, token)
+
+    problem = text_problem(value)
+    assert problem is not None
+    assert response.status_code == 400
+    assert response.json() == {"error": f"{problem.capitalize()}.", "field": "kwargs"}
+    assert not ProcrastinateJob.objects.exists()
 
 
 @pytest.mark.parametrize(("body", "status", "field"), BAD_BODIES)
@@ -513,18 +532,57 @@ def test_defer__oversized_chunked_body_is_json_413(site_server: Callable[..., st
     assert not ProcrastinateJob.objects.exists()
 
 
-def test_defer__token_limited_to_named_tasks(client: Client, api: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "kwargs"),
+    [
+        ("no.such.task", {}),  # unknown
+        ("jobs.delete_sent_notifications", {"older_than_days": 1}),  # not callable over HTTP
+        ("jobs.send_notification", {"notification_id": 1}),  # callable, not the token's
+    ],
+)
+def test_defer__token_gets_the_same_404_for_every_task_it_may_not_use(
+    client: Client, api: str, task: str, kwargs: dict[str, Any]
+) -> None:
     _, raw = issue_token(name="reports-only", tasks=["jobs.build_report"])
 
-    response = post_json(
+    response = post_json(client, f"{api}/jobs/", {"task": task, "kwargs": kwargs}, raw)
+
+    # The body names only what the client sent: which of the three it is stays unknown.
+    assert response.status_code == 404
+    assert response.json() == {"error": f"No task named {task!r}.", "field": "task"}
+    assert not ProcrastinateJob.objects.exists()
+
+
+def test_defer__session_user_with_the_permission_gets_the_precise_refusal(
+    client: Client, api: str
+) -> None:
+    client.force_login(grant(User.objects.create_user("ivy", password="pw"), "defer_job"))
+
+    unknown = post_json(client, f"{api}/jobs/", {"task": "no.such.task"})
+    not_http = post_json(
         client,
         f"{api}/jobs/",
-        {"task": "jobs.send_notification", "kwargs": {"notification_id": 1}},
-        raw,
+        {"task": "jobs.delete_sent_notifications", "kwargs": {"older_than_days": 1}},
     )
 
-    assert response.status_code == 403
+    assert (unknown.status_code, not_http.status_code) == (404, 403)
+    assert not_http.json() == {
+        "error": "Task 'jobs.delete_sent_notifications' is not callable over HTTP.",
+        "field": "task",
+    }
     assert not ProcrastinateJob.objects.exists()
+
+
+def test_defer__session_user_without_the_permission_learns_no_task_name(
+    client: Client, api: str
+) -> None:
+    client.force_login(User.objects.create_user("jon", password="pw"))
+
+    unknown = post_json(client, f"{api}/jobs/", {"task": "no.such.task"})
+    known = post_json(client, f"{api}/jobs/", {"task": "jobs.delete_sent_notifications"})
+
+    assert (unknown.status_code, known.status_code) == (403, 403)
+    assert unknown.json() == known.json()
 
 
 @pytest.mark.parametrize(
@@ -753,16 +811,41 @@ def test_status__token_gets_the_error_without_the_traceback(
     assert b"/srv/site" not in response.content
 
 
-def test_status__user_with_the_permission_gets_the_traceback(
+def test_status__staff_user_with_the_permission_gets_the_traceback(
     client: Client, api: str, make_job: JobMaker
 ) -> None:
     job_id = failed_job(make_job)
-    client.force_login(grant(User.objects.create_user("fay", password="pw"), "view_job_status"))
+    user = User.objects.create_user("fay", password="pw", is_staff=True)
+    client.force_login(grant(user, "view_job_status"))
 
     response = client.get(f"{api}/jobs/{job_id}/")
 
     assert response.status_code == 200
     assert response.json()["error"]["traceback"].startswith('File "/srv/site/jobs/tasks.py"')
+
+
+def test_status__non_staff_user_gets_the_error_without_the_traceback(
+    client: Client, api: str, make_job: JobMaker
+) -> None:
+    job_id = failed_job(make_job)
+    client.force_login(grant(User.objects.create_user("gus", password="pw"), "view_job_status"))
+
+    response = client.get(f"{api}/jobs/{job_id}/")
+
+    assert response.status_code == 200
+    assert response.json()["error"] == {
+        "type": "jobs.models.Report.DoesNotExist",
+        "message": "Report matching query does not exist.",
+    }
+    assert b"/srv/site" not in response.content
+
+
+def test_principal__only_an_active_staff_user_reads_tracebacks() -> None:
+    # An inactive user cannot log in through Django's backends; the rule holds anyway.
+    assert Principal(user=User(is_staff=True, is_active=True)).reads_tracebacks
+    assert not Principal(user=User(is_staff=True, is_active=False)).reads_tracebacks
+    assert not Principal(user=User(is_staff=False, is_active=True)).reads_tracebacks
+    assert not Principal(token=ApiToken(name="t", tasks=[])).reads_tracebacks
 
 
 def test_tasks__registry(client: Client, api: str) -> None:

@@ -27,14 +27,17 @@ from procrastinate.contrib.django.apps import create_app
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
 from jobs import background_commands, job_statuses, job_times
+from jobs import tasks as jobs_tasks
 from jobs.conf import (
     DEFAULT_RETENTION_HOURS,
+    MAX_API_PRIORITY,
     JobsSettings,
     jobs_settings,
     worker_shutdown_graceful_timeout,
 )
 from jobs.connector import ReconnectingDjangoConnector
 from jobs.models import JobResult
+from jobs.postgres_values import PG_INT_MAX
 from jobs.results import record_result
 from jobs.tokens import issue_token
 from jobs.worker import install_worker_extras, on_app_ready
@@ -164,6 +167,13 @@ def test_jobs_settings__a_site_value_is_read_back(settings: Any) -> None:
     call_command("check", "--fail-level", "WARNING")
 
 
+def test_jobs_api_max_priority__stays_below_stalled_job_recovery() -> None:
+    # A client's job at the cap must still wait behind stalled-job recovery.
+    assert MAX_API_PRIORITY < jobs_tasks.RECOVERY_PRIORITY <= PG_INT_MAX
+    assert JobsSettings.JOBS_API_MAX_PRIORITY.rule.refuse(jobs_tasks.RECOVERY_PRIORITY)
+    assert JobsSettings.JOBS_API_MAX_PRIORITY.rule.refuse(MAX_API_PRIORITY) is None
+
+
 DASHBOARD_HOURS = "a whole number of hours from 1 to 168"
 RETENTION = "a dict of final statuses (succeeded, failed, cancelled, aborted) to a whole number"
 UNSENDABLE = "it holds a space, a control or a non-ASCII character, which no client sends"
@@ -171,15 +181,21 @@ TOKEN = "a string of visible ASCII characters (no spaces), or '' for none"
 BAD_VALUES = [
     (
         "JOBS_API_MAX_PRIORITY",
+        jobs_tasks.RECOVERY_PRIORITY,
+        "it is above 999999999",
+        "a whole number (priority) from -2147483648 to 999999999",
+    ),
+    (
+        "JOBS_API_MAX_PRIORITY",
         2**31,
-        "it is above 2147483647",
-        "a whole number (priority) from -2147483648 to 2147483647",
+        "it is above 999999999",
+        "a whole number (priority) from -2147483648 to 999999999",
     ),
     (
         "JOBS_API_MAX_PRIORITY",
         "10",
         "it is a str, not a whole number",
-        "a whole number (priority) from -2147483648 to 2147483647",
+        "a whole number (priority) from -2147483648 to 999999999",
     ),
     (
         "JOBS_NIGHTLY_COMMANDS",

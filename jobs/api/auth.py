@@ -30,12 +30,13 @@ class Principal:
     """A token or a session user, with what it may do."""
 
     token: ApiToken | None = None
+    user: AbstractBaseUser | AnonymousUser | None = None
     permissions: set[str] = field(default_factory=set)
 
-    def require(self, action: str, task_name: str | None = None) -> None:
+    def require(self, action: str) -> None:
+        """Refuse a session user without the action's permission; a token may do every
+        action, on jobs of its tasks only (`sees`)."""
         if self.token is not None:
-            if task_name is not None and not self.token.allows(task_name):
-                raise ApiError(403, f"This token may not use task {task_name!r}.", "task")
             return
         if PERMISSIONS[action] not in self.permissions:
             raise ApiError(403, f"You need the {PERMISSIONS[action]!r} permission.")
@@ -45,8 +46,11 @@ class Principal:
 
     @property
     def reads_tracebacks(self) -> bool:
-        # A traceback shows the server's paths and code: for the site's own users only.
-        return self.token is None
+        # A traceback shows the server's paths and code: for the site's staff only. Tokens
+        # and other users get the exception's type and message.
+        return bool(
+            self.user is not None and self.user.is_active and getattr(self.user, "is_staff", False)
+        )
 
 
 def _bearer(request: HttpRequest) -> str | None:
@@ -83,7 +87,7 @@ def authenticate(request: HttpRequest) -> Principal:
         return Principal(token=token)
     user = request.user
     _require_session(request, user)
-    return Principal(permissions=user.get_all_permissions())
+    return Principal(user=user, permissions=user.get_all_permissions())
 
 
 async def aauthenticate(request: HttpRequest) -> Principal:
@@ -95,4 +99,4 @@ async def aauthenticate(request: HttpRequest) -> Principal:
         return Principal(token=token)
     user = await request.auser()
     _require_session(request, user)
-    return Principal(permissions=await user.aget_all_permissions())
+    return Principal(user=user, permissions=await user.aget_all_permissions())

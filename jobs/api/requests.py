@@ -32,6 +32,7 @@ from jobs.http_tasks import (
     is_callable_over_http,
 )
 from jobs.job_times import ScheduleError, max_ahead, scheduled_time
+from jobs.postgres_values import PG_INT_MIN, text_problem
 
 DEFER_FIELDS = {
     "task",
@@ -46,7 +47,6 @@ DEFER_FIELDS = {
 LOCK_FIELDS = ("queueing_lock", "lock")
 SCHEDULE_UNITS = {"weeks", "days", "hours", "minutes", "seconds"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # used with fullmatch: no "\n" at the end
-PG_INT_RANGE = (-(2**31), 2**31 - 1)
 MAX_JSON_DEPTH = 32
 
 
@@ -83,14 +83,8 @@ def read_body(request: HttpRequest) -> bytes:
 
 
 def _check_text(value: str, field_name: str) -> None:
-    """Refuse a string PostgreSQL cannot store: text and jsonb hold no NUL, and a lone
-    surrogate has no UTF-8 encoding."""
-    if "\x00" in value:
-        raise ApiError(400, "Strings may not contain the NUL character (\\u0000).", field_name)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "Strings may not contain lone surrogates.", field_name) from None
+    if problem := text_problem(value):
+        raise ApiError(400, f"{problem.capitalize()}.", field_name)
 
 
 def _reject_constant(name: str) -> Any:
@@ -139,8 +133,9 @@ def _lock(value: Any, field_name: str) -> str:
 def _priority(value: Any) -> int:
     # An API client may lower its job's priority, down to PostgreSQL's int range, but not
     # raise it above JOBS_API_MAX_PRIORITY: the site's own jobs (priority 0 unless their
-    # task says otherwise) are not to wait behind a client's.
-    lowest, highest = PG_INT_RANGE[0], min(jobs_settings.JOBS_API_MAX_PRIORITY, PG_INT_RANGE[1])
+    # task says otherwise) are not to wait behind a client's. The setting itself stays below
+    # stalled-job recovery's priority (jobs/conf.py).
+    lowest, highest = PG_INT_MIN, jobs_settings.JOBS_API_MAX_PRIORITY
     if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
         raise ApiError(
             400,
@@ -230,9 +225,20 @@ def parse_defer_request(body: bytes) -> DeferRequest:
     return DeferRequest(task=data["task"], kwargs=kwargs, options=options)
 
 
-def resolve_task(name: str) -> procrastinate_tasks.Task[Any, Any, Any]:
+def resolve_task(name: str, principal: Principal) -> procrastinate_tasks.Task[Any, Any, Any]:
+    """The task `name` that `principal` may defer; ApiError otherwise.
+
+    A token is answered the same 404 whether the name is unknown, names a task not callable
+    over HTTP or one the token is not limited to: different answers would tell any token the
+    site's task names. A user trusted with jobs.defer_job gets the precise reason; one
+    without it is refused before the name is looked at.
+    """
+    principal.require("defer")
     task = get_task(name)
-    if task is None:
+    hidden = principal.token is not None and not (
+        is_callable_over_http(name) and principal.sees(name)
+    )
+    if task is None or hidden:
         raise ApiError(404, f"No task named {name!r}.", "task")
     if not is_callable_over_http(name):
         raise ApiError(403, f"Task {name!r} is not callable over HTTP.", "task")
@@ -242,8 +248,7 @@ def resolve_task(name: str) -> procrastinate_tasks.Task[Any, Any, Any]:
 def prepare_defer(request: DeferRequest, principal: Principal) -> procrastinate_jobs.JobDeferrer:
     """Check that `principal` may defer the task with these arguments; return the deferrer
     configured with the request's options, its locks in the task's namespace."""
-    task = resolve_task(request.task)
-    principal.require("defer", task.name)
+    task = resolve_task(request.task, principal)
     try:
         check_arguments(task, request.kwargs)
     except ArgumentError as exc:
