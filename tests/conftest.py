@@ -227,7 +227,12 @@ def site_server(
     def start(**env: str) -> str:
         with (tmp_path / "uvicorn.log").open("wb") as log:
             process = subprocess.Popen(
-                web_server_command("127.0.0.1", free_port, "--log-level", "warning"),
+                web_server_command(
+                    "127.0.0.1",
+                    free_port,
+                    *("--log-level", "warning"),
+                    application="project.asgi:application",
+                ),
                 cwd=settings.BASE_DIR,
                 env=worker_environment(**env),
                 stdout=log,
