@@ -55,7 +55,10 @@ def wait_accepting(port: int, process: subprocess.Popen[bytes], timeout: float =
 def web_server(database: ScratchDatabase, **env: str) -> Iterator[int]:
     """The site under uvicorn on a free local port against `database`; yields the port."""
     port = free_port()
-    command = web_server_command("127.0.0.1", port, "--no-access-log", "--log-level", "warning")
+    command = web_server_command(
+        "127.0.0.1", port, "--no-access-log", "--log-level", "warning",
+        application="project.asgi:application",
+    )  # fmt: skip
     # Its warnings and errors stay visible: they explain a failed benchmark.
     with running(command, env=database.environment(**env), stop_timeout=10, quiet=False) as process:
         wait_accepting(port, process)

@@ -5,6 +5,9 @@ Each needs a permission of its own beyond staff status: the schedule shows the j
 scheduler deferred and their outcome, so it needs what the job list needs
 (`procrastinate.view_procrastinatejob`); running a command needs `jobs.run_command`,
 which no other permission implies, as the commands delete jobs, tokens and comments.
+
+They get the admin site that routes them (`admin_site`), whose header, sidebar and links
+they show: a site may have an AdminSite of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import shlex
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import messages
+from django.contrib.admin import AdminSite
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -25,9 +29,9 @@ from jobs.periodic import periodic_overview
 
 
 @staff_who_may_view_jobs
-def periodic_tasks(request: HttpRequest) -> HttpResponse:
+def periodic_tasks(request: HttpRequest, *, admin_site: AdminSite) -> HttpResponse:
     context = {
-        **admin.site.each_context(request),
+        **admin_site.each_context(request),
         "title": "Periodic tasks",
         "overview": periodic_overview(now=timezone.now()),
     }
@@ -60,7 +64,7 @@ class RunCommandForm(forms.Form):
 
 
 @permission_required("jobs.run_command", raise_exception=True)
-def run_command(request: HttpRequest) -> HttpResponse:
+def run_command(request: HttpRequest, *, admin_site: AdminSite) -> HttpResponse:
     form = RunCommandForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         command, args = form.cleaned_data["command"], form.cleaned_data["args"]
@@ -71,7 +75,7 @@ def run_command(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Deferred job #{job_id}: {command} {' '.join(args)}".strip())
         return redirect("admin:procrastinate_procrastinatejob_change", job_id)
     context = {
-        **admin.site.each_context(request),
+        **admin_site.each_context(request),
         "title": "Run a maintenance command",
         "form": form,
     }

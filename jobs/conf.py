@@ -367,15 +367,17 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
     if (problem := _graceful_timeout_problem()) is not None:
         messages.append(problem)
-    if JobsSettings.JOBS_BACKGROUND_COMMANDS.problem() is None:
-        known = get_commands()
-        messages += [
-            checks.Warning(
-                f"JOBS_BACKGROUND_COMMANDS names {name!r}, which is no management command.",
-                hint="A job running it would fail; correct the name or install its app.",
-                id="jobs.W001",
-            )
-            for name in jobs_settings.JOBS_BACKGROUND_COMMANDS
-            if name not in known
-        ]
+    # Names that are no command: a job running one would fail (a nightly step, every night).
+    for setting in (JobsSettings.JOBS_BACKGROUND_COMMANDS, JobsSettings.JOBS_NIGHTLY_COMMANDS):
+        if setting.problem() is None:
+            known = get_commands()
+            messages += [
+                checks.Warning(
+                    f"{setting.name} names {name!r}, which is no management command.",
+                    hint="A job running it would fail; correct the name or install its app.",
+                    id="jobs.W001",
+                )
+                for name in setting.value()
+                if name not in known
+            ]
     return messages

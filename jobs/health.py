@@ -31,7 +31,6 @@ from django.views.decorators.http import require_GET
 
 from jobs.conf import jobs_settings
 
-CHECKS = ("database", "migrations", "workers")
 # The apps whose migrations the code needs, and where they live.
 MIGRATION_PACKAGES = {
     "procrastinate": "procrastinate.contrib.django.migrations",

@@ -20,10 +20,9 @@ from typing import IO, Any
 Process = subprocess.Popen[bytes] | subprocess.Popen[str]
 
 
-def web_server_command(
-    host: str, port: int, *extra: str, application: str = "project.asgi:application"
-) -> list[str]:
-    """uvicorn serving `project.asgi` (sync and async views); no lifespan: Django has none."""
+def web_server_command(host: str, port: int, *extra: str, application: str) -> list[str]:
+    """uvicorn serving the site's ASGI `application` ("module:name"; sync and async views);
+    no lifespan: Django has none."""
     return [
         sys.executable,
         "-m",

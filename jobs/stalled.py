@@ -2,7 +2,8 @@
 
 A worker killed with SIGKILL, or a machine that disappears, cannot finish its jobs; they stay
 `doing` forever. Every worker writes a heartbeat (procrastinate's `procrastinate_workers`
-table; `project/settings.py` makes it beat four times per `JOBS_STALLED_WORKER_SECONDS`).
+table; `jobs.worker.stalled_worker_defaults` makes it beat four times per
+`JOBS_STALLED_WORKER_SECONDS`).
 Jobs whose worker's heartbeat is older than `JOBS_STALLED_WORKER_SECONDS` (or whose worker row
 is gone) are stalled: each is retried if its task's retry policy still allows an attempt, or
 marked failed otherwise, by procrastinate's own SQL functions.

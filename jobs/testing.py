@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from procrastinate import testing
 from procrastinate.contrib.django import app, procrastinate_app
@@ -50,11 +52,19 @@ if TYPE_CHECKING:
 
 
 def worker_environment(**extra: str) -> dict[str, str]:
-    """Environment for a `manage.py` subprocess that must use the test database."""
+    """Environment for a `manage.py` subprocess that must use the test database, with the
+    settings module this process runs (whatever the site calls it)."""
+    module = getattr(settings, "SETTINGS_MODULE", None)
+    if not module:
+        # settings.configure() has no module a subprocess could import.
+        raise ImproperlyConfigured(
+            "Worker processes need a settings module: set DJANGO_SETTINGS_MODULE (or pytest's "
+            "--ds) instead of calling settings.configure()."
+        )
     return {
         **os.environ,
         "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings"),
+        "DJANGO_SETTINGS_MODULE": module,
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

@@ -319,18 +319,11 @@ JOBS_DASHBOARD_HOURS = env_int("JOBS_DASHBOARD_HOURS", JobsSettings.JOBS_DASHBOA
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int(
     "JOBS_DASHBOARD_REFRESH_SECONDS", JobsSettings.JOBS_DASHBOARD_REFRESH_SECONDS.default
 )
-# `run_nightly_maintenance`'s steps: the app's own, and the example's delete_expired_comments.
-JOBS_NIGHTLY_COMMANDS = env_list(
-    "JOBS_NIGHTLY_COMMANDS",
-    [
-        "recover_stalled_jobs",
-        "prune_jobs",
-        "delete_expired_comments",
-        "delete_expired_tokens",
-        "clear_expired_sessions",
-        "compute_daily_statistics",
-    ],
-)
+# `run_nightly_maintenance`'s steps: the app's own, with the example's delete_expired_comments
+# after prune_jobs.
+_NIGHTLY = list(JobsSettings.JOBS_NIGHTLY_COMMANDS.default)
+_NIGHTLY.insert(_NIGHTLY.index("prune_jobs") + 1, "delete_expired_comments")
+JOBS_NIGHTLY_COMMANDS = env_list("JOBS_NIGHTLY_COMMANDS", _NIGHTLY)
 # Bearer token Prometheus sends to /metrics/; unset, only logged-in staff with the view
 # permission on jobs may read the metrics.
 JOBS_METRICS_TOKEN = os.environ.get("JOBS_METRICS_TOKEN", "").strip()

@@ -172,11 +172,11 @@ def _chromium() -> tuple[str, str] | None:
     return (binary, driver) if binary and driver else None
 
 
-def _without_browser(reason: str) -> NoReturn:
-    """Skip a browser test, saying why; under CI (CI=true) fail it instead, so that CI
-    cannot go green with the browser tests left out (.ci/run installs the browser)."""
+def skip_outside_ci(reason: str, *, tests: str) -> NoReturn:
+    """Skip a test that lacks a tool, saying why; under CI (CI=true) fail it instead, so that
+    CI cannot go green with `tests` left out (.ci/run installs what they need)."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}, and CI=true requires the browser tests to run")
+        pytest.fail(f"{reason}, and CI=true requires {tests} to run")
     pytest.skip(reason)
 
 
@@ -186,8 +186,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     under CI (.ci/run installs Debian's chromium and chromium-driver)."""
     found = _chromium()
     if found is None:
-        _without_browser(
-            "Chromium and chromedriver are not installed (apt install chromium chromium-driver)"
+        skip_outside_ci(
+            "Chromium and chromedriver are not installed (apt install chromium chromium-driver)",
+            tests="the browser tests",
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -227,7 +228,12 @@ def site_server(
     def start(**env: str) -> str:
         with (tmp_path / "uvicorn.log").open("wb") as log:
             process = subprocess.Popen(
-                web_server_command("127.0.0.1", free_port, "--log-level", "warning"),
+                web_server_command(
+                    "127.0.0.1",
+                    free_port,
+                    *("--log-level", "warning"),
+                    application="project.asgi:application",
+                ),
                 cwd=settings.BASE_DIR,
                 env=worker_environment(**env),
                 stdout=log,

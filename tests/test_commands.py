@@ -5,6 +5,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from procrastinate.contrib.django.models import ProcrastinateJob
@@ -241,6 +242,30 @@ def test_run_management_command__a_worker_fails_bad_command_lines_and_runs_on(
 def test_run_workers__refuses_bad_arguments_with_the_reason(args: list[str], reason: str) -> None:
     with pytest.raises(CommandError, match=reason):
         call_command("run_workers", *args)
+
+
+def test_run_workers__refuses_a_database_with_a_pool_and_persistent_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Django refuses that database in every worker, which would be restarted forever.
+    database = settings.DATABASES["default"]
+    monkeypatch.setitem(database, "OPTIONS", {**database.get("OPTIONS", {}), "pool": True})
+    monkeypatch.setitem(database, "CONN_MAX_AGE", None)
+
+    with pytest.raises(CommandError, match=r"DATABASES\['default'\] sets both CONN_MAX_AGE"):
+        call_command("run_workers", "--processes", "1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_workers__reads_no_environment_variable_of_the_site(start_run_workers: Any) -> None:
+    # CONN_MAX_AGE is this project's variable: run_workers judges the settings the site
+    # made of it (here persistent connections without a pool, which is fine).
+    group = start_run_workers("--processes", "1", CONN_MAX_AGE="60")
+
+    group.wait_for_output("Starting worker")
+
+    assert group.stop() == 0
+    assert "All worker processes stopped." in group.output()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -450,3 +450,14 @@ def test_worker__records_each_result_once_with_the_reconnecting_connector(
     result = JobResult.objects.get(job_id=job_id)
     assert result.status == JobResult.Status.SUCCEEDED
     assert result.return_value == {"recorders": 1, "connector": "ReconnectingPsycopgConnector"}
+
+
+def test_check__unknown_nightly_command_is_a_warning(settings: Any) -> None:
+    # Else run_nightly_maintenance would fail every night, and only then say why.
+    settings.JOBS_NIGHTLY_COMMANDS = ["prune_jobs", "prune_jbos"]
+
+    call_command("check")  # a warning does not stop the site...
+    reported = check_output("--fail-level", "WARNING")
+
+    assert "JOBS_NIGHTLY_COMMANDS names 'prune_jbos', which is no management command" in reported
+    assert "(jobs.W001)" in reported

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import re
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -146,3 +147,58 @@ def test_jobs__imports_only_its_declared_runtime_dependencies() -> None:
                 undeclared.add((module, package))
 
     assert undeclared == set()
+
+
+# What `jobs` must not know of this project by name: its modules, and the environment
+# variables its settings read (a site has its own, or none).
+PROJECT_MODULE = re.compile(r"(?<![\w.])project\.[A-Za-z_]")
+PROJECT_ENVIRONMENT = {"CONN_MAX_AGE", "DATABASE_POOL", "DJANGO_ENV"}
+
+
+def environment_names(source: str) -> Iterator[str]:
+    """The literal names `source` reads from or writes to an environment mapping: `X.get(name)`,
+    `X.setdefault(name)`, `X[name]` and `os.getenv(name)` where X is `os.environ` or `env`."""
+    for node in ast.walk(ast.parse(source)):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            receiver = ast.unparse(node.func.value)
+            if (
+                node.func.attr in {"get", "setdefault", "pop"}
+                and receiver in {"os.environ", "environ", "env"}
+            ) or (node.func.attr == "getenv"):
+                key = node.args[0]
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in {"os.environ", "env"}:
+            key = node.slice
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            yield key.value
+
+
+def test_environment_names__finds_reads_and_writes() -> None:
+    source = """
+env = {**os.environ}
+env.setdefault("A", "1")
+if env.get("B") and env["C"] and os.getenv("D") and os.environ["E"]:
+    pass
+"""
+
+    assert set(environment_names(source)) == {"A", "B", "C", "D", "E"}
+
+
+def test_jobs__names_no_module_or_environment_variable_of_this_project() -> None:
+    found = set()
+    for path in sorted(JOBS.rglob("*.py")):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and PROJECT_MODULE.search(node.value)
+            ):
+                found.add((module_name(path), node.value))
+        found |= {
+            (module_name(path), name)
+            for name in environment_names(source)
+            if name in PROJECT_ENVIRONMENT
+        }
+
+    assert found == set()

@@ -235,6 +235,35 @@ def test_prune_jobs__bad_arguments() -> None:
         run("prune_jobs", "--status", "todo")
 
 
+HUGE = "1" + "0" * 30
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "maximum"),
+    [
+        (["prune_jobs", "--status", "failed"], "--older-than-hours", "876000"),
+        (["delete_expired_tokens"], "--days", "36500"),
+        (["delete_expired_comments"], "--hours", "876000"),
+        (["recover_stalled_jobs"], "--stalled-after", "86400"),
+    ],
+)
+def test_maintenance_commands__refuse_a_huge_age_and_delete_nothing(
+    command: list[str], option: str, maximum: str
+) -> None:
+    # The run-command page lets staff type these: a huge age overflowed Python's datetime or
+    # PostgreSQL's interval inside the job.
+    now = timezone.now()
+    make_comments(now, [24 * 400])
+    token, _ = issue_token(name="old-revoked", tasks=["jobs.build_report"])
+    token.revoke(at=now - dt.timedelta(days=400))
+
+    with pytest.raises(CommandError, match=f"must be at most {maximum}, not {HUGE}"):
+        run(*command, option, HUGE)
+
+    assert (Comment.objects.count(), ApiToken.objects.count()) == (1, 1)
+    run(*command, option, maximum, "--dry-run")
+
+
 def test_periodic_admin_page__lists_schedules_for_staff(admin_client: Any, client: Any) -> None:
     page = admin_client.get("/admin/procrastinate/procrastinatejob/periodic-tasks/")
     assert page.status_code == 200

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+from django.conf import settings
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from example import services
 from example.models import Notification, Report
-from jobs.testing import InMemoryQueue
+from jobs.testing import InMemoryQueue, worker_environment
 
 
 def test_procrastinate_in_memory__runs_deferred_jobs_on_demand(
@@ -60,3 +63,22 @@ def test_procrastinate_in_memory__a_task_may_report_progress(
     procrastinate_in_memory.run()
 
     assert [job["status"] for job in procrastinate_in_memory.jobs()] == ["succeeded"]
+
+
+def test_worker_environment__names_the_settings_module_this_process_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A site's settings module has its own name; it need not be in the environment.
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    monkeypatch.setattr(settings, "SETTINGS_MODULE", "tests.bare_site.settings")
+
+    assert worker_environment()["DJANGO_SETTINGS_MODULE"] == "tests.bare_site.settings"
+
+
+def test_worker_environment__without_a_settings_module_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "SETTINGS_MODULE", None)
+
+    with pytest.raises(ImproperlyConfigured, match="need a settings module"):
+        worker_environment()

@@ -28,6 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from jobs.databases import connection_kwargs, create_database, drop_database
+from tests.conftest import skip_outside_ci
 from tests.test_bare_site import run_command, site_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +53,32 @@ def uv_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
 
 
-@pytest.fixture(scope="module")
-def uv() -> str:
+def required_uv() -> str:
+    """uv, or a skip (a failure under CI=true: CI must not go green without these tests)."""
     found = find_uv()
     if found is None:
-        pytest.skip("uv is not installed (scripts/dev.py installs it into .bootstrap/)")
+        skip_outside_ci(
+            "uv is not installed (scripts/dev.py installs it into .bootstrap/)",
+            tests="the wheel tests",
+        )
     return found
+
+
+@pytest.fixture(scope="module")
+def uv() -> str:
+    return required_uv()
+
+
+def test_required_uv__fails_under_ci_without_uv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "find_uv", lambda: None)
+    monkeypatch.setenv("CI", "true")
+
+    # Caught either way, so that a skip shows as this test's failure, not as a skip.
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as outcome:
+        required_uv()
+
+    assert outcome.type is pytest.fail.Exception
+    assert "CI=true requires the wheel tests to run" in str(outcome.value)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +227,7 @@ def test_wheel__installs_alone_and_serves_the_bare_site(
         )
         if completed.returncode != 0 and "offline" in completed.stderr.lower():
             reason = "uv's cache lacks a locked package, and this test downloads nothing"
-            pytest.skip(f"{reason}:\n{completed.stderr}")
+            skip_outside_ci(f"{reason}:\n{completed.stderr}", tests="the wheel tests")
         assert completed.returncode == 0, completed.stderr
     # The wheel's Requires-Dist are met by those packages alone.
     check = run_command([uv, "pip", "check", "--python", python], cwd=ROOT, env=uv_environment())

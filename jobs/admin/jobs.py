@@ -133,17 +133,25 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         # The job system's staff pages that have no model of their own, in the admin's look
         # and login: routed here, under the job list, a site needs nothing but the admin's
         # own URLs for them. Before the model's patterns, whose `<object_id>/` takes any name.
+        # Each page gets this admin site, so that a site's own AdminSite shows its own
+        # header and links on them.
+        from functools import partial
+
         from jobs import admin_views
 
         pages = [
             path(
                 "periodic-tasks/",
-                self.admin_site.admin_view(admin_views.periodic_tasks),
+                self.admin_site.admin_view(
+                    partial(admin_views.periodic_tasks, admin_site=self.admin_site)
+                ),
                 name="jobs-admin-periodic-tasks",
             ),
             path(
                 "run-command/",
-                self.admin_site.admin_view(admin_views.run_command),
+                self.admin_site.admin_view(
+                    partial(admin_views.run_command, admin_site=self.admin_site)
+                ),
                 name="jobs-admin-run-command",
             ),
         ]

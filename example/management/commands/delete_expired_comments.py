@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from example import maintenance
+from jobs.conf import MAX_RETENTION_HOURS
 from jobs.management.arguments import whole_number
 
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--hours",
-            type=whole_number(1),
+            type=whole_number(1, MAX_RETENTION_HOURS),
             default=None,
             help="Lifetime in hours (default: the EXAMPLE_COMMENT_LIFETIME_HOURS setting).",
         )

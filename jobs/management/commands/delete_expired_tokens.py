@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from jobs import maintenance
-from jobs.conf import jobs_settings
+from jobs.conf import MAX_DAYS, jobs_settings
 from jobs.management.arguments import whole_number
 
 
@@ -17,7 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--days",
-            type=whole_number(0),
+            type=whole_number(0, MAX_DAYS),
             default=None,
             help="Days to keep them after expiry (default: JOBS_EXPIRED_TOKEN_KEEP_DAYS).",
         )

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from jobs import retention
-from jobs.conf import jobs_settings
+from jobs.conf import MAX_RETENTION_HOURS, jobs_settings
 from jobs.job_statuses import FINISHED_STATUSES
 from jobs.management.arguments import whole_number
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--older-than-hours",
-            type=whole_number(1),
+            type=whole_number(1, MAX_RETENTION_HOURS),
             default=None,
             help="Override the retention of the chosen statuses (requires --status).",
         )

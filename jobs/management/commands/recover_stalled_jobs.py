@@ -8,6 +8,9 @@ from jobs import stalled
 from jobs.conf import jobs_settings
 from jobs.management.arguments import whole_number
 
+# A day: a worker silent that long is gone; far more overflows PostgreSQL's interval.
+MAX_STALLED_AFTER = 86_400
+
 
 class Command(BaseCommand):
     help = "Retry (or fail, per task policy) jobs left running by workers that stopped beating."
@@ -15,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--stalled-after",
-            type=whole_number(1),
+            type=whole_number(1, MAX_STALLED_AFTER),
             default=None,
             help="Seconds without a worker heartbeat (default: JOBS_STALLED_WORKER_SECONDS).",
         )

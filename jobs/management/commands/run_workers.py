@@ -7,6 +7,7 @@ import socket
 from argparse import ArgumentTypeError
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
@@ -105,16 +106,17 @@ class Command(BaseCommand):
             )
             for number in range(1, options["processes"] + 1)
         }
-        # Sync tasks run in threads whose connections must be reused: the pool does that.
-        env = {**os.environ}
-        env.setdefault("DATABASE_POOL", "1")
-        if env.get("CONN_MAX_AGE", "0") not in ("", "0") and env["DATABASE_POOL"] not in (
-            "0",
-            "false",
-        ):
-            raise CommandError(
-                "Unset CONN_MAX_AGE or set DATABASE_POOL=0: they exclude each other."
-            )
+        # The workers load these same settings: a database Django cannot open there would
+        # make them crash and be restarted forever, so it is refused here, once, clearly.
+        for alias, database in settings.DATABASES.items():
+            # Django's own test: None (unlimited) is persistent too.
+            pooled = database.get("OPTIONS", {}).get("pool")
+            if pooled and database.get("CONN_MAX_AGE", 0) != 0:
+                raise CommandError(
+                    f"DATABASES[{alias!r}] sets both CONN_MAX_AGE and OPTIONS['pool']: they "
+                    "exclude each other (a pool already reuses connections); set "
+                    "CONN_MAX_AGE to 0."
+                )
         queues = ", ".join(options["queues"]) if options["queues"] else "all queues"
         self.stdout.write(
             f"Starting {options['processes']} worker process(es), concurrency "
@@ -124,7 +126,7 @@ class Command(BaseCommand):
         connections.close_all()
         group = ProcessGroup(
             commands,
-            env=env,
+            env=dict(os.environ),
             # Workers without a graceful timeout wait for their jobs however long: so do we.
             stop_timeout=math.inf if graceful is None else graceful + 10,
             restart=True,

@@ -68,7 +68,12 @@ class Command(BaseCommand):
 
         graceful = worker_shutdown_graceful_timeout()
         group = ProcessGroup(
-            {"web server": web_server_command(host, port), "worker": worker_command()},
+            {
+                "web server": web_server_command(
+                    host, port, application="project.asgi:application"
+                ),
+                "worker": worker_command(),
+            },
             env=dict(os.environ),
             stop_timeout=math.inf if graceful is None else graceful + self.stop_margin,
             log=self.stderr.write,
