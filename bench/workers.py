@@ -34,9 +34,11 @@ from jobs.processes import worker_command
 
 
 def worker_environment(**extra: str) -> dict[str, str]:
-    """The environment of the benchmark's processes: this one's, with the bench tasks."""
+    """The environment of the benchmark's processes: this one's, with the bench tasks, and
+    Django's connection pool on, as in production (where DATABASE_POOL is on by default)."""
     return {
         **os.environ,
+        "DATABASE_POOL": "1",
         "PROCRASTINATE_IMPORT_PATHS": "bench.worker_tasks",
         "PYTHONUNBUFFERED": "1",
         **extra,
