@@ -181,8 +181,9 @@ def test_results__a_running_attempt_before_its_row_and_after_a_failed_one(
 
     # A running attempt never gets its own row before it ends in this test.
     start_worker("--name", "slow-row", JOBS_RESULT_RUNNING_AFTER_MS="600000", **TEST_TASKS)
-    path = tmp_path / "file"
-    job_id = wait_quietly.defer(path=str(path), timeout=3)
+    path, give_up = tmp_path / "file", tmp_path / "give-up"
+    # Each attempt ends when the test says so: by `give_up` (a failure) or `path`.
+    job_id = wait_quietly.defer(path=str(path), give_up=str(give_up), timeout=600)
 
     def job() -> dict[str, Any]:
         return dict(admin_client.get(f"/api/jobs/{job_id}/").json())
@@ -194,6 +195,7 @@ def test_results__a_running_attempt_before_its_row_and_after_a_failed_one(
     assert first["error"] is None
     assert not JobResult.objects.filter(job_id=job_id).exists()
 
+    give_up.touch()
     failed = wait_until(lambda: (current := job())["status"] == "failed" and current)
     assert failed["error"]["type"] == "builtins.TimeoutError"
     assert failed["worker"] == "slow-row"
@@ -201,6 +203,7 @@ def test_results__a_running_attempt_before_its_row_and_after_a_failed_one(
     admin_page = f"/admin/procrastinate/procrastinatejob/{job_id}/change/"
     assert b"failed (attempt 1" in admin_client.get(admin_page).content
 
+    give_up.unlink()
     assert admin_client.post(f"/api/jobs/{job_id}/retry/").status_code == 200
     second = wait_until(lambda: (current := job())["status"] == "doing" and current)
     assert second["last_attempt"] == 2
