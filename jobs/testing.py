@@ -51,10 +51,23 @@ if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
 
 
+def _settings_module() -> str | None:
+    """The module the settings came from. Under `override_settings` (pytest-django's
+    `settings` fixture) Django's settings are a holder whose SETTINGS_MODULE is None, over
+    the settings of the module: look underneath."""
+    current: object = getattr(settings, "_wrapped", None)
+    while getattr(current, "SETTINGS_MODULE", None) is None and hasattr(
+        current, "default_settings"
+    ):
+        current = current.default_settings
+    module = getattr(current, "SETTINGS_MODULE", None)
+    return module if isinstance(module, str) and module else None
+
+
 def worker_environment(**extra: str) -> dict[str, str]:
     """Environment for a `manage.py` subprocess that must use the test database, with the
     settings module this process runs (whatever the site calls it)."""
-    module = getattr(settings, "SETTINGS_MODULE", None)
+    module = _settings_module()
     if not module:
         # settings.configure() has no module a subprocess could import.
         raise ImproperlyConfigured(

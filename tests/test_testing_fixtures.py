@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -82,3 +84,13 @@ def test_worker_environment__without_a_settings_module_is_refused_clearly(
 
     with pytest.raises(ImproperlyConfigured, match="need a settings module"):
         worker_environment()
+
+
+def test_worker_environment__under_overridden_settings_names_the_module_beneath(
+    settings: Any,
+) -> None:
+    # pytest-django's `settings` fixture (override_settings) holds changed settings in a
+    # holder whose own SETTINGS_MODULE is None.
+    settings.TIME_ZONE = "America/Los_Angeles"
+
+    assert worker_environment()["DJANGO_SETTINGS_MODULE"] == os.environ["DJANGO_SETTINGS_MODULE"]
