@@ -21,21 +21,9 @@ from jobs import tasks
 from jobs.maintenance import from_timestamp
 from jobs.models import ApiToken, DailyTaskStatistics, JobResult
 from jobs.tokens import issue_token
-from tests.example.test_maintenance import make_comments
+from tests.example.test_maintenance import make_comments, number, run
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=out)
-    return out.getvalue()
-
-
-def number(pattern: str, text: str) -> int:
-    match = re.search(pattern, text)
-    assert match, text
-    return int(match.group(1))
 
 
 def test_clear_expired_sessions__dry_run_then_run() -> None:
