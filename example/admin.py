@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 
 from example.models import Notification, Report
-from jobs import job_list
+from jobs import job_list, job_times
 from jobs.admin.checked import CheckedListAdmin
 
 
@@ -39,11 +38,10 @@ class ReportAdminForm(forms.ModelForm):
         start, end = cleaned.get("period_start"), cleaned.get("period_end")
         for name, moment in (("period_start", start), ("period_end", end)):
             try:
-                # Stored in UTC: a time that is out of range there could not be read back.
                 if moment is not None:
-                    moment.astimezone(dt.UTC)
-            except OverflowError:
-                self.add_error(name, "Out of range once converted to UTC.")
+                    job_times.to_utc(moment)
+            except job_times.ScheduleError as error:
+                self.add_error(name, str(error))
                 return cleaned
         if start is not None and end is not None and start >= end:
             self.add_error("period_end", "Must be after the start of the period.")

@@ -30,6 +30,15 @@ def max_ahead() -> dt.timedelta:
     return dt.timedelta(days=jobs_settings.JOBS_API_MAX_SCHEDULE_DAYS)
 
 
+def to_utc(when: dt.datetime) -> dt.datetime:
+    """`when` in UTC, where PostgreSQL stores it; ScheduleError if it falls out of Python's
+    range there (year 1 at +14:00, year 9999 at -12:00), as it could not be read back."""
+    try:
+        return when.astimezone(dt.UTC)
+    except OverflowError:
+        raise ScheduleError("Out of range once converted to UTC.") from None
+
+
 def scheduled_time(when: dt.datetime, *, now: dt.datetime | None = None) -> dt.datetime:
     """Return `when` in UTC if a job may be scheduled then; raise ScheduleError otherwise.
 
@@ -37,10 +46,7 @@ def scheduled_time(when: dt.datetime, *, now: dt.datetime | None = None) -> dt.d
     """
     if timezone.is_naive(when):
         raise ScheduleError("Must include a UTC offset, such as Z or +02:00.")
-    try:
-        in_utc = when.astimezone(dt.UTC)
-    except OverflowError:
-        raise ScheduleError("Out of range once converted to UTC.") from None
+    in_utc = to_utc(when)
     now = now or timezone.now()
     if in_utc < now - MAX_PAST:
         raise ScheduleError(f"At most {MAX_PAST.days} day in the past.")
