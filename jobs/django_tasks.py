@@ -54,6 +54,7 @@ from procrastinate.contrib.django import procrastinate_app
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
 
+from jobs.conf import jobs_settings
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
 
@@ -193,7 +194,7 @@ class ProcrastinateBackend(BaseTaskBackend):
         options = params.get("OPTIONS", {})
         self.options = options if isinstance(options, dict) else {}
         self.default_retry: RetryValue = self.options.get("retry", False)
-        self._problems = [error.msg for error in self.check()]
+        self._problems = [error.msg for error in self.check() if error.is_serious()]
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -223,6 +224,16 @@ class ProcrastinateBackend(BaseTaskBackend):
                 )
         for problem in _queue_problems(self.params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME])):
             errors.append(checks.Error(f"{where}['QUEUES'] {problem}", id="jobs.E011"))
+        if not jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
+            errors.append(
+                checks.Warning(
+                    f"{where}: JOBS_INSTALL_WORKER_EXTRAS is off, so the workers record no "
+                    "result: get_result() gives no return value, error or worker.",
+                    hint="Call jobs.worker.install_worker_extras(app) from your "
+                    "PROCRASTINATE_ON_APP_READY hook, or turn the setting back on.",
+                    id="jobs.W010",
+                )
+            )
         return errors
 
     def _refuse_misconfiguration(self) -> None:
