@@ -50,9 +50,14 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 from procrastinate import RetryStrategy
+from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate.connector import BaseConnector
 from procrastinate.contrib.django import procrastinate_app
+from procrastinate.jobs import Job
+from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
+from procrastinate.types import JobToDefer
 
 from jobs.conf import jobs_settings
 from jobs.job_times import to_utc
@@ -80,6 +85,8 @@ ARGS_KEY = "*args"
 # task's attempt fails on one, rather than succeed with a value `get_result` cannot give.
 RETURN_VALUE_LIMIT = 1_000_000
 OPTIONS = frozenset({"retry"})
+# Python writes floats from this size on with an exponent (1e+16), which jsonb does not keep.
+FLOAT_AS_INTEGER = 1e16
 # procrastinate's job statuses as Django's.
 STATUSES = {
     "todo": TaskResultStatus.READY,
@@ -138,15 +145,26 @@ def json_arguments(args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any
 
 
 def check_jsonb(value: Any) -> None:
-    """Raise ValueError if PostgreSQL's jsonb cannot hold `value` (already normalized)."""
+    """Raise TypeError or ValueError unless PostgreSQL's jsonb gives `value` (already
+    normalized) back as it is."""
     match value:
         case float() if not math.isfinite(value):
             raise ValueError(f"Unsupported value: {value!r} (JSON has no NaN or infinity)")
+        case float() if abs(value) >= FLOAT_AS_INTEGER:
+            # jsonb keeps numbers as `numeric` and writes these without a point or an
+            # exponent: they would come back as integers (1e308 as a 309-digit one).
+            raise ValueError(
+                f"Unsupported value: {value!r} (a float this large comes back from "
+                "PostgreSQL as an integer: pass an int or a string)"
+            )
         case str():
             if problem := text_problem(value):
                 raise ValueError(f"Unsupported value: {problem}")
         case dict():
             for key, item in value.items():
+                if not isinstance(key, str):
+                    # JSON would turn it into a string: the task would get another key.
+                    raise TypeError(f"Unsupported key: {key!r} (JSON object keys are strings)")
                 check_jsonb(key)
                 check_jsonb(item)
         case list():
@@ -283,22 +301,26 @@ class ProcrastinateBackend(BaseTaskBackend):
         # The registered task itself: the app's `configure_task` imports the site's task
         # modules again at every call.
         deferrer = procrastinate_app.app.tasks[task.module_path].configure(**options)
-        job_id = deferrer.defer(**arguments)
+        connector = procrastinate_app.app.connector
+        if isinstance(connector, InMemoryConnector):
+            job_id, enqueued_at = deferrer.defer(**arguments), timezone.now()
+        else:
+            job_id, enqueued_at = _defer(connector, deferrer.job, arguments)
+        call_args, call_kwargs = _call_arguments(arguments)
         result: TaskResult[P, R] = TaskResult(
             task=task,
             id=str(job_id),
             status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            enqueued_at=enqueued_at,
             started_at=None,
             last_attempted_at=None,
             finished_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=call_args,
+            kwargs=call_kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
         )
-        connector = procrastinate_app.app.connector
         if isinstance(connector, InMemoryConnector):
             _eager_results.setdefault(connector, {})[job_id] = result
         send_robust(task_enqueued, result)
@@ -317,6 +339,40 @@ class ProcrastinateBackend(BaseTaskBackend):
         if row is None:
             raise TaskResultDoesNotExist(result_id)
         return _stored_result(self, job_id, row)
+
+
+# procrastinate's own defer (its `defer_jobs` query), which also says when: the time of the
+# job's "deferred" event, which `get_result()` reads back, so that a result from `enqueue()`
+# and one read later agree, and every time of a result comes from the database's clock.
+DEFER_SQL: LiteralString = """
+SELECT id, now() AS enqueued_at
+FROM unnest(procrastinate_defer_jobs_v1(%(jobs)s::procrastinate_job_to_defer_v1[])) AS id
+"""
+
+
+def _defer(
+    connector: BaseConnector, job: Job, arguments: dict[str, Any]
+) -> tuple[int, dt.datetime]:
+    to_defer = JobToDefer(
+        queue_name=job.queue,
+        task_name=job.task_name,
+        priority=job.priority,
+        lock=job.lock,
+        queueing_lock=job.queueing_lock,
+        args=arguments,
+        scheduled_at=job.scheduled_at,
+    )
+    try:
+        (row,) = connector.get_sync_connector().execute_query_all(query=DEFER_SQL, jobs=[to_defer])
+    except procrastinate_exceptions.UniqueViolation as exc:
+        if exc.constraint_name == QUEUEING_LOCK_CONSTRAINT:
+            raise procrastinate_exceptions.AlreadyEnqueued(
+                "Job cannot be enqueued: there is already a job in the queue with the "
+                f"queueing lock {job.queueing_lock}"
+            ) from exc
+        raise
+    logger.debug("Deferred job %s of %s", row["id"], job.task_name)
+    return int(row["id"]), row["enqueued_at"]
 
 
 def _queue_problems(queues: object) -> list[str]:
