@@ -16,6 +16,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from example import services, tasks
 from example.models import Notification, Report
+from jobs.job_status import aended_attempts, ended_attempts
 from jobs.models import JobResult
 from jobs.results import ATTEMPTS_LOG_LIMIT, UPSERT_SQL, upsert_parameters
 from jobs.testing import WorkerProcess, wait_until
@@ -334,6 +335,10 @@ def test_results__every_attempt_is_logged_with_its_error_and_worker(
     times = [(e["started_at"], e["finished_at"]) for e in log]
     assert all(started <= finished for started, finished in times)
     assert [started for started, _ in times] == sorted(started for started, _ in times)
+    # What the job system's other readers (the django.tasks backend) read.
+    assert ended_attempts(job_id) == log
+    assert async_to_sync(aended_attempts)(job_id) == log
+    assert ended_attempts(job_id + 1000) == []
 
 
 def test_results__the_api_lists_every_attempt(
