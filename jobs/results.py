@@ -48,6 +48,7 @@ from procrastinate.testing import InMemoryConnector
 from jobs.conf import jobs_settings
 from jobs.connector import ReconnectingPsycopgConnector
 from jobs.models import JobResult
+from jobs.postgres_values import storable_text
 
 if TYPE_CHECKING:
     from procrastinate import job_context
@@ -67,6 +68,13 @@ ATTEMPTS_LOG_LIMIT = 50
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails still ends its job as failed
+        return f"<{type(exc).__qualname__}: its message could not be read>"
 
 
 def json_text(value: Any) -> str:
@@ -340,8 +348,9 @@ async def record_result(
         outcome = {
             "status": JobResult.Status.ABORTED if aborted else JobResult.Status.FAILED,
             "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "exception_message": str(exc)[:MESSAGE_LIMIT],
-            "traceback": "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
+            # A message may hold what PostgreSQL's text refuses: the outcome is kept anyway.
+            "exception_message": storable_text(_message(exc))[:MESSAGE_LIMIT],
+            "traceback": storable_text("".join(traceback.format_exception(exc)))[-TRACEBACK_LIMIT:],
         }
         raise
     else:
@@ -392,7 +401,7 @@ def _record_progress(fraction: float, message: str) -> Attempt | None:
     if isinstance(attempt.context.app.connector, InMemoryConnector):
         return None  # eager mode in tests: the job is in memory, no row may point at it
     attempt.progress = float(fraction)
-    attempt.progress_message = message[:255]
+    attempt.progress_message = storable_text(str(message))[:255]
     attempt.running_row = True
     return attempt
 

@@ -170,3 +170,9 @@ def fail_twice(context: JobContext) -> dict[str, int]:
     if attempt <= 2:
         raise ValueError(f"attempt {attempt} failed, as asked")
     return {"attempt": attempt}
+
+
+@app.task(name="tests.fail_with_unstorable_message", queue="tests")
+def fail_with_unstorable_message() -> None:
+    # PostgreSQL's text holds neither: the outcome must be recorded all the same.
+    raise ValueError("bad byte \x00 and half a pair \ud800")

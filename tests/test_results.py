@@ -150,6 +150,22 @@ def test_results__unserializable_return_value_is_stored_as_repr(
     assert result.return_value == {"unserializable": "{1, 2, 3}"}
 
 
+def test_results__an_error_message_postgresql_cannot_hold_is_recorded_all_the_same(
+    run_worker: Callable[..., Any],
+) -> None:
+    from tests.slow_tasks import fail_with_unstorable_message
+
+    job_id = fail_with_unstorable_message.defer()
+    run_worker(**TEST_TASKS)
+
+    result = JobResult.objects.get(job_id=job_id)
+    assert result.status == JobResult.Status.FAILED
+    assert result.exception_message == "bad byte \ufffd and half a pair ?"
+    assert "ValueError" in result.traceback
+    (entry,) = result.attempts_log
+    assert entry["error"]["message"] == result.exception_message
+
+
 def test_results__shown_on_the_admin_job_page(
     run_worker: Callable[..., Any], admin_client: Client
 ) -> None:
