@@ -388,6 +388,9 @@ def register(task: AnyTask, backend: ProcrastinateBackend) -> None:
         pass_context=True,
         queue=task.queue_name,
         retry=backend.default_retry if retry is None else retry,
+        # The task's own locks, for the jobs deferred without `enqueue()` (stored schedules).
+        lock=getattr(task, "lock", None),
+        queueing_lock=getattr(task, "queueing_lock", None),
     )
     _django_tasks[name] = task
 
