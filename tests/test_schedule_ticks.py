@@ -15,19 +15,24 @@ from jobs import schedules, tasks
 def test_prune_ticks__deletes_old_succeeded_ticks_only(
     run_worker: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    ticks = [tasks.run_schedules.configure(queueing_lock=None).defer(timestamp=n) for n in (1, 2)]
-    other = tasks.prune_jobs.configure(queueing_lock=None).defer(timestamp=1)
+    ticks = [tasks.run_schedules.configure(queueing_lock=f"t{n}").defer(timestamp=n) for n in (1, 2)]
+    other = tasks.prune_jobs.configure(queueing_lock="p").defer(timestamp=1)
     run_worker("--queues", "maintenance")
     assert set(
         ProcrastinateJob.objects.filter(id__in=[*ticks, other]).values_list("status", flat=True)
     ) == {"succeeded"}
-    waiting = tasks.run_schedules.configure(queueing_lock=None).defer(timestamp=3)
+    waiting = tasks.run_schedules.configure(queueing_lock="t3").defer(timestamp=3)
 
     # Within TICK_KEEP: kept.
     assert schedules.prune_ticks(now=timezone.now()) == 0
 
+    # The worker ran its own periodic ticks too, as it started.
+    succeeded_ticks = ProcrastinateJob.objects.filter(
+        task_name="jobs.run_schedules", status="succeeded"
+    ).count()
+    assert succeeded_ticks >= 2
     later = timezone.now() + schedules.TICK_KEEP + dt.timedelta(minutes=1)
-    assert schedules.prune_ticks(now=later) == 2
+    assert schedules.prune_ticks(now=later) == succeeded_ticks
     remaining = set(ProcrastinateJob.objects.values_list("id", flat=True))
     assert other in remaining  # another task's job: retention's business
     assert waiting in remaining  # not finished
