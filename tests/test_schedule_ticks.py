@@ -15,7 +15,9 @@ from jobs import schedules, tasks
 def test_prune_ticks__deletes_old_succeeded_ticks_only(
     run_worker: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    ticks = [tasks.run_schedules.configure(queueing_lock=f"t{n}").defer(timestamp=n) for n in (1, 2)]
+    ticks = [
+        tasks.run_schedules.configure(queueing_lock=f"tick-{n}").defer(timestamp=n) for n in (1, 2)
+    ]
     other = tasks.prune_jobs.configure(queueing_lock="p").defer(timestamp=1)
     run_worker("--queues", "maintenance")
     assert set(
