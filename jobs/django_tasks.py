@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, LiteralString, cast
 
 from asgiref.sync import sync_to_async
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.dispatch import Signal
 from django.tasks import DEFAULT_TASK_QUEUE_NAME, Task, TaskContext, TaskResult, TaskResultStatus
@@ -48,7 +49,6 @@ from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultD
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
-from django.utils.module_loading import import_string
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import procrastinate_app
 from procrastinate.psycopg_connector import PsycopgConnector
@@ -58,6 +58,7 @@ from jobs.conf import jobs_settings
 from jobs.deferring import defer_jobs
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
+from jobs.task_registry import find_task
 
 if TYPE_CHECKING:
     from procrastinate import job_context as procrastinate_job_context
@@ -238,7 +239,7 @@ class ProcrastinateBackend(BaseTaskBackend):
                 )
         for problem in _queue_problems(self.params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME])):
             errors.append(checks.Error(f"{where}['QUEUES'] {problem}", id="jobs.E011"))
-        if not jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
+        if not _worker_extras_installed():
             errors.append(
                 checks.Warning(
                     f"{where}: JOBS_INSTALL_WORKER_EXTRAS is off, so the workers record no "
@@ -339,6 +340,13 @@ class ProcrastinateBackend(BaseTaskBackend):
         return _stored_result(self, job_id, row)
 
 
+def _worker_extras_installed() -> bool:
+    try:
+        return bool(jobs_settings.JOBS_INSTALL_WORKER_EXTRAS)
+    except ImproperlyConfigured:
+        return True  # a bad value: reported by jobs.E001, not again here
+
+
 def _queue_problems(queues: object) -> list[str]:
     if isinstance(queues, str | bytes) or not isinstance(queues, Iterable):
         return ["must be a list of queue names."]
@@ -396,12 +404,10 @@ def register(task: AnyTask, backend: ProcrastinateBackend) -> None:
 
 
 def find_django_task(name: str) -> AnyTask | None:
-    """The Django task whose jobs are called `name`, importing its module if needed."""
+    """The Django task whose jobs are called `name`, importing its module if needed (and
+    allowed: jobs.task_registry)."""
     if name not in _django_tasks:
-        try:
-            import_string(name)
-        except Exception:
-            return None
+        find_task(name)
     return _django_tasks.get(name)
 
 
@@ -564,11 +570,10 @@ def _worker_ids(log: list[dict[str, Any]]) -> list[str]:
     return [worker_label(entry.get("worker_id"), entry.get("worker_name")) for entry in log]
 
 
-def worker_label(worker_id: object, worker_name: object) -> str:
-    """How a result names the worker of an attempt: procrastinate's id of the worker
-    (unique per worker process), and its name if it has one."""
-    label = str(worker_id) if worker_id is not None else "?"
-    return f"{label} ({worker_name})" if worker_name else label
+def worker_label(worker_id: object, worker_name: object = None) -> str:
+    """How a result names the worker of an attempt: procrastinate's id of the worker, unique
+    per worker process (its name, if it has one, is in the attempt's log entry)."""
+    return str(worker_id) if worker_id is not None else "?"
 
 
 def _running_result(

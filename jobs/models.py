@@ -182,8 +182,12 @@ def _now() -> dt.datetime:
 
 class ScheduleQuerySet(models.QuerySet["Schedule"]):
     def due(self, at: dt.datetime) -> ScheduleQuerySet:
-        """Enabled schedules whose next run is at or before `at` (the partial index)."""
-        return self.filter(enabled=True, next_run_at__lte=at)
+        """Enabled schedules whose next run is at or before `at`, or not computed yet (rows
+        written without `save()`: `bulk_create`, `update()`, a data migration's historical
+        model). Both on the partial index."""
+        return self.filter(
+            models.Q(next_run_at__lte=at) | models.Q(next_run_at__isnull=True), enabled=True
+        )
 
 
 class Schedule(models.Model):

@@ -115,13 +115,19 @@ def next_run_on_save(schedule: Schedule) -> dt.datetime | None:
         and all(stored[name] == getattr(schedule, name) for name in TIMING_FIELDS)
     ):
         return stored["next_run_at"]  # type: ignore[no-any-return]
+    return first_run(schedule, timezone.now())
+
+
+def first_run(schedule: Schedule, now: dt.datetime) -> dt.datetime | None:
+    """The first run of a schedule new or timed anew at `now`: its first tick from now on;
+    for a single time, that time even if it just passed (it runs at once), unless it ran."""
     if schedule.once_at is not None:
         if schedule.last_run_at is not None and schedule.last_run_at >= schedule.once_at:
             return None  # it ran
         if schedule.end_at is not None and schedule.once_at > schedule.end_at:
             return None
         return max(schedule.once_at, schedule.start_at or schedule.once_at)
-    return next_tick(schedule, timezone.now())
+    return next_tick(schedule, now)
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -265,7 +271,11 @@ class TickReport:
 def _plan(schedule: Schedule, now: dt.datetime) -> tuple[list[dt.datetime], dt.datetime | None]:
     """The ticks to defer now for a due schedule, and its next run after them."""
     first = schedule.next_run_at
-    assert first is not None
+    if first is None:
+        # Written without `save()`: its first run is computed now, as `save()` would have.
+        first = first_run(schedule, now)
+        if first is None or first > now:
+            return [], first
     window_start = now - dt.timedelta(seconds=jobs_settings.JOBS_SCHEDULE_MISSED_AFTER_SECONDS)
     missed = first <= window_start
     tick = next_tick(schedule, window_start) if missed else first
@@ -355,8 +365,8 @@ def _run(due: list[Schedule], at: dt.datetime, report: TickReport) -> None:
         schedule.run_count += 1
         schedule.last_run_at = deferred_at
     for schedule in due:
-        if schedule.once_at is not None and schedule.next_run_at is None:
-            schedule.enabled = False  # a single time: done
+        if schedule.next_run_at is None:
+            schedule.enabled = False  # a single time that ran, or past its end: done
     ScheduleRun.objects.bulk_create(runs)
     Schedule.objects.bulk_update(due, ["next_run_at", "last_run_at", "run_count", "enabled"])
     report.deferred += len(runs)

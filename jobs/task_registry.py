@@ -5,7 +5,10 @@ procrastinate's worker looks a job's task up with `app.tasks.get(name)`. It know
 of the modules it imported at start (each app's `tasks.py`, PROCRASTINATE_IMPORT_PATHS).
 Django's task API names a task by its dotted path instead, and lets it live in any module:
 a job whose task is a `django.tasks` function in a module nothing imported yet is found by
-importing that module (`jobs.django_tasks` registers a Django task as it is created).
+importing that module (`jobs.django_tasks` registers a Django task as it is created), if it
+is a module of an installed app. A task name never makes the site import anything else (a
+module of the standard library, a package that is not an app): Django tasks elsewhere go
+in PROCRASTINATE_IMPORT_PATHS, which the worker imports as it starts.
 
 A job whose task still cannot be found would otherwise fail before procrastinate's worker
 middleware runs, leaving no result to say why. Looked up through `get`, such a name gives a
@@ -20,6 +23,7 @@ import re
 from typing import Any
 
 import procrastinate
+from django.apps import apps
 from django.utils.module_loading import import_string
 from procrastinate.tasks import Task
 
@@ -27,6 +31,15 @@ logger = logging.getLogger(__name__)
 
 # A dotted path of Python identifiers, as Django tasks are named.
 DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", re.ASCII)
+
+
+def importable(name: str) -> bool:
+    """Whether `name` may be imported to find a Django task: a dotted path inside one of
+    the site's installed apps. A job row's or a schedule's task name never makes the site
+    import a module of the standard library or of a package that is not an app."""
+    if not DOTTED_PATH.fullmatch(name):
+        return False
+    return any(name.startswith(f"{config.name}.") for config in apps.get_app_configs())
 
 
 class TaskMissing(Exception):
@@ -44,7 +57,7 @@ class TaskRegistry(dict[str, Task[Any, Any, Any]]):
         """The task called `name`, importing the module a Django task's path names; None
         if there is none."""
         task = super().get(name)
-        if task is not None or not DOTTED_PATH.fullmatch(name):
+        if task is not None or not importable(name):
             return task
         try:
             import_string(name)  # creating a Django task registers it here
