@@ -111,8 +111,9 @@ async def create_user(username: str) -> dict[str, Any]:
     }
 
 
-# Retried twice (three attempts at most), at once.
-@task(takes_context=True, retry=2)
+# Retried twice (three attempts at most), at once. (django-stubs' `task` does not know the
+# keyword arguments Django 6.1 passes on to the backend's task class, such as `retry`.)
+@task(takes_context=True, retry=2)  # type: ignore[call-overload]
 def fail_until(context: TaskContext, succeed_on: int) -> int:
     """Fail every attempt before the `succeed_on`-th, then return the attempt's number."""
     if context.attempt < succeed_on:
@@ -121,7 +122,7 @@ def fail_until(context: TaskContext, succeed_on: int) -> int:
 
 
 # Retried once, an hour later: a one-shot worker leaves the job waiting for its retry.
-@task(retry=RetryStrategy(max_attempts=1, wait=3600))
+@task(retry=RetryStrategy(max_attempts=1, wait=3600))  # type: ignore[call-overload]
 def fail_then_wait() -> None:
     raise ValueError("the first attempt fails; the retry waits an hour")
 
@@ -142,7 +143,7 @@ def wait_for_file(path: str, timeout: float = 60) -> str:
 
 
 # Retried once: a job of this task left stalled by a dead worker is retried.
-@task(takes_context=True, retry=1)
+@task(takes_context=True, retry=1)  # type: ignore[call-overload]
 def record_then_wait(context: TaskContext, path: str) -> dict[str, Any]:
     """Record this execution in the `job_runs` fixture's table (committed at once, so a
     killed worker leaves the row of a run that happened), then wait until `path` exists."""
