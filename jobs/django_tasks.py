@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from inspect import iscoroutinefunction
@@ -53,6 +54,7 @@ from procrastinate.contrib.django import procrastinate_app
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
 
+from jobs.conf import jobs_settings
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
 
@@ -192,7 +194,7 @@ class ProcrastinateBackend(BaseTaskBackend):
         options = params.get("OPTIONS", {})
         self.options = options if isinstance(options, dict) else {}
         self.default_retry: RetryValue = self.options.get("retry", False)
-        self._problems = [error.msg for error in self.check()]
+        self._problems = [error.msg for error in self.check() if error.is_serious()]
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -222,6 +224,16 @@ class ProcrastinateBackend(BaseTaskBackend):
                 )
         for problem in _queue_problems(self.params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME])):
             errors.append(checks.Error(f"{where}['QUEUES'] {problem}", id="jobs.E011"))
+        if not jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
+            errors.append(
+                checks.Warning(
+                    f"{where}: JOBS_INSTALL_WORKER_EXTRAS is off, so the workers record no "
+                    "result: get_result() gives no return value, error or worker.",
+                    hint="Call jobs.worker.install_worker_extras(app) from your "
+                    "PROCRASTINATE_ON_APP_READY hook, or turn the setting back on.",
+                    id="jobs.W010",
+                )
+            )
         return errors
 
     def _refuse_misconfiguration(self) -> None:
@@ -286,6 +298,9 @@ class ProcrastinateBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
+        connector = procrastinate_app.app.connector
+        if isinstance(connector, InMemoryConnector):
+            _eager_results.setdefault(connector, {})[job_id] = result
         send_robust(task_enqueued, result)
         return result
 
@@ -293,6 +308,9 @@ class ProcrastinateBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> AnyResult:
         job_id = _job_id(result_id)
+        connector = procrastinate_app.app.connector
+        if isinstance(connector, InMemoryConnector):
+            return _eager_result(connector, job_id)
         with connection.cursor() as cursor:
             cursor.execute(RESULT_SQL, {"job_id": job_id})
             row = cursor.fetchone()
@@ -374,6 +392,7 @@ def _sync_runner(task: AnyTask) -> Callable[..., Any]:
     def run(job_context: procrastinate_job_context.JobContext, /, **job_kwargs: Any) -> Any:
         args, kwargs = _call_arguments(job_kwargs)
         result = _running_result(task, job_context, args, kwargs, _read_attempts(job_context))
+        _keep_eager(job_context, result)
         send_robust(task_started, result)
         try:
             if task.takes_context:
@@ -385,9 +404,9 @@ def _sync_runner(task: AnyTask) -> Callable[..., Any]:
             raise
         except BaseException as exc:
             # Sent while the exception is handled: Django's log line takes its traceback.
-            send_robust(task_finished, _ended(result, exc))
+            send_robust(task_finished, _keep_eager(job_context, _ended(result, exc)))
             raise
-        send_robust(task_finished, _ended(result, None, value))
+        send_robust(task_finished, _keep_eager(job_context, _ended(result, None, value)))
         return value
 
     run.__name__ = run.__qualname__ = task.func.__name__
@@ -399,6 +418,7 @@ def _async_runner(task: AnyTask) -> Callable[..., Any]:
         args, kwargs = _call_arguments(job_kwargs)
         attempts = await _aread_attempts(job_context)
         result = _running_result(task, job_context, args, kwargs, attempts)
+        _keep_eager(job_context, result)
         await asend_robust(task_started, result)
         try:
             if task.takes_context:
@@ -409,9 +429,9 @@ def _async_runner(task: AnyTask) -> Callable[..., Any]:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            await asend_robust(task_finished, _ended(result, exc))
+            await asend_robust(task_finished, _keep_eager(job_context, _ended(result, exc)))
             raise
-        await asend_robust(task_finished, _ended(result, None, value))
+        await asend_robust(task_finished, _keep_eager(job_context, _ended(result, None, value)))
         return value
 
     run.__name__ = run.__qualname__ = task.func.__name__
@@ -431,25 +451,30 @@ SELECT (SELECT min(at) FROM procrastinate_events
 
 @dataclass(frozen=True)
 class _Attempts:
+    """What a starting attempt knows of its job: when it was enqueued and first started,
+    and the errors and workers of the attempts before it."""
+
     enqueued_at: dt.datetime | None
     first_started_at: dt.datetime | None
-    log: list[dict[str, Any]]
+    errors: list[TaskError]
+    worker_ids: list[str]
 
     @classmethod
     def from_row(cls, row: Any) -> _Attempts:
         if row is None:
-            return cls(None, None, [])
+            return cls(None, None, [], [])
         if isinstance(row, dict):  # procrastinate's connector gives named columns
             row = (row["enqueued_at"], row["first_started_at"], row["log"])
         enqueued_at, started_at, log = row
         if isinstance(log, str):
             log = json.loads(log)
-        return cls(enqueued_at, started_at, list(log or []))
+        log = list(log or [])
+        return cls(enqueued_at, started_at, _errors(log), _worker_ids(log))
 
 
 def _read_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
     if isinstance(job_context.app.connector, InMemoryConnector):
-        return _Attempts(None, None, [])  # eager mode in tests: no tables to read
+        return _eager_attempts(job_context)
     with connection.cursor() as cursor:
         cursor.execute(ATTEMPTS_SQL, {"job_id": job_context.job.id})
         return _Attempts.from_row(cursor.fetchone())
@@ -458,11 +483,47 @@ def _read_attempts(job_context: procrastinate_job_context.JobContext) -> _Attemp
 async def _aread_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
     connector = job_context.app.connector
     if isinstance(connector, InMemoryConnector):
-        return _Attempts(None, None, [])
+        return _eager_attempts(job_context)
     if isinstance(connector, PsycopgConnector):
         row = await connector.execute_query_one_async(ATTEMPTS_SQL, job_id=job_context.job.id)
         return _Attempts.from_row(row)
     return await sync_to_async(_read_attempts)(job_context)
+
+
+# Eager mode in tests (`procrastinate_in_memory` of jobs.testing): the jobs live in
+# procrastinate's InMemoryConnector, not in tables; their results live here, by connector.
+_eager_results: weakref.WeakKeyDictionary[InMemoryConnector, dict[int, AnyResult]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keep_eager(job_context: procrastinate_job_context.JobContext, result: AnyResult) -> AnyResult:
+    connector = job_context.app.connector
+    if isinstance(connector, InMemoryConnector):
+        _eager_results.setdefault(connector, {})[int(result.id)] = result
+    return result
+
+
+def _eager_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
+    connector = job_context.app.connector
+    assert isinstance(connector, InMemoryConnector)
+    assert job_context.job.id is not None
+    before = _eager_results.get(connector, {}).get(job_context.job.id)
+    if before is None:
+        return _Attempts(None, None, [], [])
+    return _Attempts(before.enqueued_at, before.started_at, before.errors, before.worker_ids)
+
+
+def _eager_result(connector: InMemoryConnector, job_id: int) -> AnyResult:
+    row = connector.jobs.get(job_id)
+    kept = _eager_results.get(connector, {}).get(job_id)
+    if row is None or kept is None:
+        raise TaskResultDoesNotExist(str(job_id))
+    status = STATUSES.get(row["status"], TaskResultStatus.FAILED)
+    result = dataclasses.replace(kept, status=status)
+    if kept.status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", kept.return_value)
+    return result
 
 
 def _errors(log: list[dict[str, Any]]) -> list[TaskError]:
@@ -507,9 +568,9 @@ def _running_result(
         args=args,
         kwargs=kwargs,
         backend=task.backend,
-        errors=_errors(attempts.log),
+        errors=attempts.errors,
         worker_ids=[
-            *_worker_ids(attempts.log),
+            *attempts.worker_ids,
             worker_label(job.worker_id, job_context.worker_name),
         ],
     )
