@@ -298,6 +298,10 @@ class JobsSettings:
     # Installing the app adds its result recorder and its restart-proof connector to
     # procrastinate's app (jobs/worker.py); False leaves both out.
     JOBS_INSTALL_WORKER_EXTRAS = Setting(True, Flag())
+    # Stored schedules (jobs/schedules.py): ticks due within this many seconds are all
+    # deferred (a late scheduler leaves no gap); older ones were missed by an outage, and
+    # run once to catch up or not at all, per schedule.
+    JOBS_SCHEDULE_MISSED_AFTER_SECONDS = Setting(60, WholeNumber("seconds", 1, 86_400))
 
     @classmethod
     def all(cls) -> list[Setting[Any]]:

@@ -55,6 +55,7 @@ from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
 
 from jobs.conf import jobs_settings
+from jobs.deferring import defer_jobs
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
 
@@ -80,6 +81,8 @@ ARGS_KEY = "*args"
 # task's attempt fails on one, rather than succeed with a value `get_result` cannot give.
 RETURN_VALUE_LIMIT = 1_000_000
 OPTIONS = frozenset({"retry"})
+# Python writes floats from this size on with an exponent (1e+16), which jsonb does not keep.
+FLOAT_AS_INTEGER = 1e16
 # procrastinate's job statuses as Django's.
 STATUSES = {
     "todo": TaskResultStatus.READY,
@@ -138,15 +141,26 @@ def json_arguments(args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any
 
 
 def check_jsonb(value: Any) -> None:
-    """Raise ValueError if PostgreSQL's jsonb cannot hold `value` (already normalized)."""
+    """Raise TypeError or ValueError unless PostgreSQL's jsonb gives `value` (already
+    normalized) back as it is."""
     match value:
         case float() if not math.isfinite(value):
             raise ValueError(f"Unsupported value: {value!r} (JSON has no NaN or infinity)")
+        case float() if abs(value) >= FLOAT_AS_INTEGER:
+            # jsonb keeps numbers as `numeric` and writes these without a point or an
+            # exponent: they would come back as integers (1e308 as a 309-digit one).
+            raise ValueError(
+                f"Unsupported value: {value!r} (a float this large comes back from "
+                "PostgreSQL as an integer: pass an int or a string)"
+            )
         case str():
             if problem := text_problem(value):
                 raise ValueError(f"Unsupported value: {problem}")
         case dict():
             for key, item in value.items():
+                if not isinstance(key, str):
+                    # JSON would turn it into a string: the task would get another key.
+                    raise TypeError(f"Unsupported key: {key!r} (JSON object keys are strings)")
                 check_jsonb(key)
                 check_jsonb(item)
         case list():
@@ -283,22 +297,28 @@ class ProcrastinateBackend(BaseTaskBackend):
         # The registered task itself: the app's `configure_task` imports the site's task
         # modules again at every call.
         deferrer = procrastinate_app.app.tasks[task.module_path].configure(**options)
-        job_id = deferrer.defer(**arguments)
+        connector = procrastinate_app.app.connector
+        if isinstance(connector, InMemoryConnector):
+            job_id, enqueued_at = deferrer.defer(**arguments), timezone.now()
+        else:
+            # When the database says: `get_result()` reads that time back, and every time
+            # of a result comes from the database's clock.
+            ((job_id, enqueued_at),) = defer_jobs(connector, [deferrer.make_new_job(**arguments)])
+        call_args, call_kwargs = _call_arguments(arguments)
         result: TaskResult[P, R] = TaskResult(
             task=task,
             id=str(job_id),
             status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            enqueued_at=enqueued_at,
             started_at=None,
             last_attempted_at=None,
             finished_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=call_args,
+            kwargs=call_kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
         )
-        connector = procrastinate_app.app.connector
         if isinstance(connector, InMemoryConnector):
             _eager_results.setdefault(connector, {})[job_id] = result
         send_robust(task_enqueued, result)
@@ -368,6 +388,9 @@ def register(task: AnyTask, backend: ProcrastinateBackend) -> None:
         pass_context=True,
         queue=task.queue_name,
         retry=backend.default_retry if retry is None else retry,
+        # The task's own locks, for the jobs deferred without `enqueue()` (stored schedules).
+        lock=getattr(task, "lock", None),
+        queueing_lock=getattr(task, "queueing_lock", None),
     )
     _django_tasks[name] = task
 

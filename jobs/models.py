@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models import Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
 
 class JobResult(models.Model):
-    """The outcome of a job's last attempt, written by the worker middleware in jobs.results.
+    """The outcome of a job's last attempt, written by the worker middleware in jobs.results,
+    and in `attempts_log` what every ended attempt did (the last `ATTEMPTS_LOG_LIMIT` of
+    them; jobs.results says what an entry holds).
 
     One row per job, keyed by the job's id. procrastinate deletes jobs with SQL (retention,
     `delete_jobs`), never through the ORM, so the cascade must live in the database: the
@@ -37,6 +41,9 @@ class JobResult(models.Model):
     task_name = models.CharField(max_length=128)
     status = models.CharField(max_length=16, choices=Status.choices)
     attempt = models.PositiveIntegerField(help_text="1 for the first run, 2 for the first retry…")
+    # procrastinate's id of the worker (a row of procrastinate_workers, deleted when the
+    # worker stops: no foreign key), None when unknown.
+    worker_id = models.BigIntegerField(null=True, blank=True)
     worker_name = models.CharField(max_length=128, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -47,6 +54,11 @@ class JobResult(models.Model):
     traceback = models.TextField(blank=True)
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=255, blank=True)
+    # One entry per ended attempt, oldest first. The database default lets rows written by
+    # SQL that does not name the column (the upsert before this column, seeding) exist.
+    attempts_log = models.JSONField(
+        default=list, db_default=Value([], output_field=models.JSONField()), blank=True
+    )
 
     class Meta:
         permissions = [
@@ -162,3 +174,145 @@ class DailyTaskStatistics(models.Model):
 
     def __str__(self) -> str:
         return f"{self.date} {self.task_name}"
+
+
+def _now() -> dt.datetime:
+    return timezone.now()
+
+
+class ScheduleQuerySet(models.QuerySet["Schedule"]):
+    def due(self, at: dt.datetime) -> ScheduleQuerySet:
+        """Enabled schedules whose next run is at or before `at` (the partial index)."""
+        return self.filter(enabled=True, next_run_at__lte=at)
+
+
+class Schedule(models.Model):
+    """A recurring (or one-time) job stored in the database, edited without a deploy.
+
+    Exactly one of `cron`, `interval` or `once_at` says when it runs. `next_run_at` is
+    computed by `save()` (and by the scheduler as it runs the schedule): the scheduler's
+    periodic task (jobs.tasks.run_schedules, every second) takes the enabled schedules whose
+    next run has come, defers their jobs and moves their next run on, in one transaction
+    holding their rows (jobs/schedules.py). Rules and checks live in jobs/schedules.py.
+    """
+
+    class Unit(models.TextChoices):
+        SECONDS = "seconds"
+        MINUTES = "minutes"
+        HOURS = "hours"
+        DAYS = "days"
+
+    task = models.CharField(
+        max_length=128,
+        help_text="A registered task: procrastinate's task name, or a Django task's path.",
+    )
+    kwargs = models.JSONField(
+        default=dict, blank=True, help_text="The task's keyword arguments, as a JSON object."
+    )
+    description = models.CharField(max_length=255, blank=True)
+    cron = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="5 fields (minute hour day month weekday), or 6 with the seconds last.",
+    )
+    interval = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Every this many units (of the unit below)."
+    )
+    interval_unit = models.CharField(max_length=7, choices=Unit.choices, default=Unit.MINUTES)
+    once_at = models.DateTimeField(
+        null=True, blank=True, help_text="Run a single time, at this moment; then disabled."
+    )
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text='The cron line\'s time zone, e.g. "Europe/Paris".'
+    )
+    queue = models.CharField(max_length=128, blank=True, help_text="Empty: the task's own queue.")
+    priority = models.IntegerField(
+        null=True, blank=True, help_text="Empty: the task's own priority. Higher runs first."
+    )
+    enabled = models.BooleanField(default=True)
+    catch_up = models.BooleanField(
+        default=True,
+        help_text="After an outage that missed ticks: run once to catch up (on), or wait for "
+        "the next tick (off).",
+    )
+    start_at = models.DateTimeField(null=True, blank=True, help_text="No run before this.")
+    end_at = models.DateTimeField(null=True, blank=True, help_text="No run after this.")
+    next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    run_count = models.PositiveIntegerField(default=0, editable=False)
+    # (Not `timezone.now`: in this class body `timezone` is the field above.)
+    created_at = models.DateTimeField(default=_now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["task", "pk"]
+        indexes = [
+            # The scheduler's one query per tick, whatever the number of schedules.
+            models.Index(
+                fields=["next_run_at"], condition=models.Q(enabled=True), name="jobs_schedule_due"
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    (~models.Q(cron="") & models.Q(interval__isnull=True, once_at__isnull=True))
+                    | (models.Q(cron="", interval__isnull=False, once_at__isnull=True))
+                    | (models.Q(cron="", interval__isnull=True, once_at__isnull=False))
+                ),
+                name="jobs_schedule_one_kind",
+                violation_error_message="Give exactly one of a cron line, an interval or a "
+                "single time.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(interval__isnull=True) | models.Q(interval__gte=1),
+                name="jobs_schedule_interval_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.description or f"{self.task} ({self.pk})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        from jobs.schedules import next_run_on_save
+
+        self.next_run_at = next_run_on_save(self)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "next_run_at"}
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        from jobs.schedules import validate_schedule
+
+        validate_schedule(self)
+
+
+class ScheduleRun(models.Model):
+    """A job a schedule deferred: at a tick (`due_at`), or by hand ("run now").
+
+    Deleted with its job (retention, `--delete-jobs`): the migration adds the foreign key
+    with ON DELETE CASCADE, as for job results. The schedule's `run_count` keeps the total.
+    """
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="runs")
+    job = models.OneToOneField(
+        "procrastinate.ProcrastinateJob",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,  # added by the migration, with ON DELETE CASCADE
+        related_name="schedule_run",
+    )
+    due_at = models.DateTimeField(help_text="The tick the job was deferred for.")
+    deferred_at = models.DateTimeField()
+    by_hand = models.BooleanField(default=False)
+    requested_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-deferred_at", "-pk"]
+        indexes = [
+            models.Index(fields=["schedule", "-deferred_at"], name="jobs_schedulerun_recent")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} at {self.due_at:%Y-%m-%d %H:%M:%S}"

@@ -13,7 +13,7 @@ import datetime as dt
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
-from jobs import background_commands, maintenance, retention, stalled
+from jobs import background_commands, maintenance, retention, schedules, stalled
 from jobs.conf import jobs_settings
 
 # The queue of the job system's own work. Workers started without `--queues` listen to
@@ -22,6 +22,8 @@ MAINTENANCE_QUEUE = "maintenance"
 # Stalled-job recovery's priority: above any the site's own jobs use. The job API must keep
 # its clients' priorities below it, or a client could starve recovery.
 RECOVERY_PRIORITY = 1_000_000_000
+# The stored schedules' scheduler: just below recovery.
+SCHEDULER_PRIORITY = RECOVERY_PRIORITY - 1
 
 
 # --- Periodic maintenance -----------------------------------------------------------------
@@ -106,6 +108,29 @@ async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
     return {
         "retried": [r.job_id for r in recovered if r.action == "retried"],
         "failed": [r.job_id for r in recovered if r.action == "failed"],
+    }
+
+
+# Every second, the stored schedules (jobs/schedules.py): one indexed query when none is due.
+# Above the site's jobs, so that a backlog does not delay the schedules; the queueing lock
+# keeps ticks from piling up behind a slow one (the next tick does what it would have).
+# No retry: the next tick is a second away.
+@app.periodic(cron="* * * * * *", periodic_id="every-second")
+@app.task(
+    name="jobs.run_schedules",
+    queue=MAINTENANCE_QUEUE,
+    priority=SCHEDULER_PRIORITY,
+    queueing_lock="jobs.run_schedules",
+    retry=False,
+)
+def run_schedules(timestamp: int) -> dict[str, object]:
+    """Defer the jobs of the stored schedules whose time has come."""
+    report = schedules.run_due_schedules()
+    return {
+        "deferred": report.deferred,
+        "schedules": report.schedules,
+        "skipped": report.skipped,
+        "broken": report.broken,
     }
 
 
