@@ -69,6 +69,8 @@ NOT_JSON: dict[str, Any] = {
     "nul": "a\x00b",
     "lone_surrogate": "\ud800",
     "nested_nan": {"values": [1.0, float("nan")]},
+    "key_not_a_string": {1: "a"},
+    "big_float": 1e20,
 }
 
 
@@ -135,11 +137,12 @@ def _wait_for(path: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
-@task()
-def wait_for_file(path: str, timeout: float = 60) -> str:
-    """Run until `path` exists: a test watches the job while it runs."""
+@task(takes_context=True)
+def wait_for_file(context: TaskContext, path: str, timeout: float = 60) -> dict[str, Any]:
+    """Run until `path` exists (a test watches the job while it runs); return the workers
+    the context named."""
     _wait_for(path, timeout)
-    return path
+    return {"path": path, "worker_ids": list(context.task_result.worker_ids)}
 
 
 # Retried once: a job of this task left stalled by a dead worker is retried.
