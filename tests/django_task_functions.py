@@ -9,6 +9,7 @@ suite (`tests/tasks/tasks.py`), to run Django's checks against this backend.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import threading
@@ -99,6 +100,22 @@ def describe_context(context: TaskContext, *args: Any, **kwargs: Any) -> dict[st
         "kwargs": result.kwargs,
         "main_thread": threading.current_thread() is threading.main_thread(),
     }
+
+
+@task(takes_context=True)
+async def adescribe_context(context: TaskContext) -> dict[str, Any]:
+    """The context an async task gets, on the worker's event loop."""
+    return {
+        "id": context.task_result.id,
+        "attempt": context.attempt,
+        "main_thread": threading.current_thread() is threading.main_thread(),
+    }
+
+
+@task()
+async def asleep(seconds: float) -> None:
+    """An async task that waits: an abort cancels it."""
+    await asyncio.sleep(seconds)
 
 
 @task()

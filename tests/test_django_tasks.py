@@ -567,8 +567,16 @@ def test_worker__return_value_that_is_not_json_fails_the_task(run_worker: RunWor
 
 def test_worker__context_gives_the_attempt_and_the_job_id(run_worker: RunWorker) -> None:
     result = functions.describe_context.enqueue(1, k="v")
+    async_result = functions.adescribe_context.enqueue()
 
     run_worker()
+
+    async_result.refresh()
+    assert async_result.return_value == {
+        "id": async_result.id,
+        "attempt": 1,
+        "main_thread": True,  # on the worker's event loop
+    }
 
     result.refresh()
     seen = result.return_value
@@ -643,6 +651,28 @@ def test_worker__an_attempts_worker_id_stays_the_same(
 
     assert done.return_value["worker_ids"] == running.worker_ids  # what the task saw
     assert done.worker_ids == running.worker_ids
+
+
+def test_worker__an_aborted_task_is_failed(start_worker: StartWorker) -> None:
+    start_worker("--abort-job-polling-interval", "0.1")
+    result = functions.asleep.enqueue(600)
+    wait_until(
+        lambda: functions.asleep.get_result(result.id).status == TaskResultStatus.RUNNING,
+        what="the task running",
+    )
+
+    assert app.job_manager.cancel_job_by_id(int(result.id), abort=True)
+
+    done = wait_until(
+        lambda: (found := functions.asleep.get_result(result.id)).is_finished and found,
+        what="the task aborted",
+    )
+    assert done.status == TaskResultStatus.FAILED
+    assert job_row(done).status == "aborted"
+    assert (done.attempts, len(done.worker_ids)) == (1, 1)
+    assert_times_in_order(done)
+    with pytest.raises(ValueError, match="Task failed"):
+        done.return_value  # noqa: B018
 
 
 async def test_worker__aenqueue_aget_result_and_arefresh(run_worker: RunWorker) -> None:
