@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import tasks as procrastinate_tasks
@@ -361,6 +361,32 @@ def _run(due: list[Schedule], at: dt.datetime, report: TickReport) -> None:
     Schedule.objects.bulk_update(due, ["next_run_at", "last_run_at", "run_count", "enabled"])
     report.deferred += len(runs)
     report.schedules += len(due)
+
+
+# The scheduler's own tick jobs, one a second, are of no interest once they succeeded: kept
+# TICK_KEEP, then deleted by the scheduler itself, oldest first, a bounded batch a minute
+# (JOBS_RETENTION_HOURS would keep 600,000 of them a week). Failed ones are left to
+# retention, which keeps them for a look.
+TICK_TASK = "jobs.run_schedules"
+TICK_KEEP = dt.timedelta(minutes=10)
+PRUNE_TICKS_SQL = """
+DELETE FROM procrastinate_jobs WHERE id IN (
+    SELECT j.id FROM procrastinate_jobs j
+    WHERE j.task_name = %(task)s AND j.status = 'succeeded'
+      AND NOT EXISTS (
+          SELECT 1 FROM procrastinate_events e WHERE e.job_id = j.id AND e.at >= %(cutoff)s
+      )
+    ORDER BY j.id
+    LIMIT 5000
+)
+"""
+
+
+def prune_ticks(*, now: dt.datetime) -> int:
+    """Delete the scheduler's succeeded tick jobs older than TICK_KEEP; how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(PRUNE_TICKS_SQL, {"task": TICK_TASK, "cutoff": now - TICK_KEEP})
+        return int(cursor.rowcount)
 
 
 def run_now(schedule_id: int, *, requested_by: str = "") -> ScheduleRun:

@@ -126,6 +126,8 @@ async def recover_stalled_jobs(timestamp: int) -> dict[str, object]:
 def run_schedules(timestamp: int) -> dict[str, object]:
     """Defer the jobs of the stored schedules whose time has come."""
     report = schedules.run_due_schedules()
+    if timestamp % 60 == 0:
+        schedules.prune_ticks(now=maintenance.from_timestamp(timestamp))
     return {
         "deferred": report.deferred,
         "schedules": report.schedules,
