@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from jobs.testing import WorkerProcess
 
 pytest_plugins = ["jobs.testing"]
-TEST_TASKS = {"PROCRASTINATE_IMPORT_PATHS": "tests.slow_tasks"}
+# The tests' Django task modules, for the worker processes the tests start: a task's name
+# makes a worker import only modules of installed apps (jobs/task_registry.py), and `tests`
+# is not one. In the environment, so that every worker gets them; tests that set their own
+# import paths add them (TEST_TASKS).
+DJANGO_TASK_MODULES = "tests.django_task_functions,tests.eager_django_tasks"
+os.environ.setdefault("PROCRASTINATE_IMPORT_PATHS", DJANGO_TASK_MODULES)
+TEST_TASKS = {"PROCRASTINATE_IMPORT_PATHS": f"tests.slow_tasks,{DJANGO_TASK_MODULES}"}
 
 
 @pytest.fixture(autouse=True)

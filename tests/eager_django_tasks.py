@@ -1,5 +1,5 @@
-"""Django tasks for the tests of jobs.testing's eager mode with Django's task API. No worker
-imports this module at start: a worker finds it from the task's path."""
+"""Django tasks for the tests of jobs.testing's fixtures with Django's task API (workers
+import this module through PROCRASTINATE_IMPORT_PATHS: tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,9 @@ StartWorker = Callable[..., WorkerProcess]
 
 BACKEND = "jobs.django_tasks.ProcrastinateBackend"
 # Worker processes that import it connect receivers of task_started/task_finished that raise.
-RAISING_RECEIVERS = {"PROCRASTINATE_IMPORT_PATHS": "tests.django_task_receivers"}
+RAISING_RECEIVERS = {
+    "PROCRASTINATE_IMPORT_PATHS": "tests.django_task_functions,tests.django_task_receivers"
+}
 
 
 def job_row(result: TaskResult) -> ProcrastinateJob:

@@ -53,7 +53,7 @@ def test_procrastinate_in_memory__unknown_result_id(
         eager_django_tasks.multiply.get_result("12345")
 
 
-def test_run_worker__finds_a_django_task_by_its_path(
+def test_run_worker__runs_a_django_task(
     run_worker: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     result = eager_django_tasks.multiply.enqueue(3, 4)
