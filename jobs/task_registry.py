@@ -57,6 +57,12 @@ class TaskRegistry(dict[str, Task[Any, Any, Any]]):
         """The task called `name`, importing the module a Django task's path names; None
         if there is none."""
         task = super().get(name)
+        if task is not None:
+            return task
+        # The modules of PROCRASTINATE_IMPORT_PATHS: a worker imports them as it starts,
+        # other processes (a command, the web site) only when asked.
+        self.app.perform_import_paths()
+        task = super().get(name)
         if task is not None or not importable(name):
             return task
         try:

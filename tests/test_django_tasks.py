@@ -625,11 +625,6 @@ def test_worker__result_while_the_task_runs(start_worker: StartWorker, tmp_path:
     assert_times_in_order(done)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="djtests-bugs.md #4: a running attempt's worker is '1' in get_result(), "
-    "'1 (worker)' in the context and once the attempt ended",
-)
 def test_worker__an_attempts_worker_id_stays_the_same(
     start_worker: StartWorker, tmp_path: Path
 ) -> None:
