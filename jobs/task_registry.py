@@ -61,7 +61,7 @@ class TaskRegistry(dict[str, Task[Any, Any, Any]]):
             return task
         # The modules of PROCRASTINATE_IMPORT_PATHS: a worker imports them as it starts,
         # other processes (a command, the web site) only when asked.
-        self.app.perform_import_paths()
+        self.app.perform_import_paths()  # type: ignore[no-untyped-call]
         task = super().get(name)
         if task is not None or not importable(name):
             return task
