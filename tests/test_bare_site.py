@@ -320,6 +320,25 @@ def test_bare_site__api_defers_over_http_and_reads_the_result(bare_site: BareSit
     assert job["result"] == {"greeting": "Hello, Grace!"}
 
 
+def test_bare_site__worker_runs_a_django_task_found_by_its_path(bare_site: BareSite) -> None:
+    output = bare_site.manage(
+        "shell",
+        "-c",
+        "from tests.bare_site.greetings.emails import welcome; print(welcome.enqueue('Ada').id)",
+    )
+    read = (
+        "from tests.bare_site.greetings.emails import welcome; "
+        f"result = welcome.get_result({output.split()[-1]!r}); "
+        "print(result.status, result.return_value if result.status == 'SUCCESSFUL' else '')"
+    )
+
+    def finished() -> str | None:
+        said = bare_site.manage("shell", "-c", read).strip().splitlines()[-1]
+        return said if said.startswith(("SUCCESSFUL", "FAILED")) else None
+
+    assert wait_until(finished, what="the Django task runs") == "SUCCESSFUL Welcome, Ada!"
+
+
 def test_bare_site__admin_lists_the_jobs_and_shows_one(
     admin_browser: Browser, greeting_job: int
 ) -> None:

@@ -60,6 +60,13 @@ DATABASES = {
     }
 }
 
+# Django's task API on the job system, as README's "Add the job system to your own site" says.
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.django_tasks.ProcrastinateBackend",
+    }
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
