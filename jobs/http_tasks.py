@@ -32,7 +32,9 @@ def is_callable_over_http(task_name: str) -> bool:
 
 
 def get_task(task_name: str) -> procrastinate_tasks.Task[Any, Any, Any] | None:
-    return app.tasks.get(task_name)
+    # A plain look-up: a name from a client never makes the site import a module (the
+    # registry's `get` would, for a Django task's dotted path).
+    return dict.get(app.tasks, task_name)
 
 
 API_LOCK_PREFIX = "api:"

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
-from procrastinate.contrib.django import app
 from procrastinate.manager import get_channel_for_queues
+
+from jobs.task_registry import find_task
 
 # Running jobs whose worker is silent for longer than `stalled_after` seconds, or gone:
 # procrastinate's own definition (its `select_stalled_jobs_by_heartbeat` query).
@@ -89,7 +90,7 @@ class _Stalled:
 
 
 def _may_retry(task_name: str, attempts: int) -> bool:
-    task = app.tasks.get(task_name)
+    task = find_task(task_name)
     if task is None or task.retry_strategy is None:
         return False
     max_attempts = getattr(task.retry_strategy, "max_attempts", None)

@@ -26,6 +26,7 @@ from procrastinate.contrib.django import procrastinate_app
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
 from jobs.conf import jobs_settings
+from jobs.task_registry import install_task_registry
 
 
 def install_worker_extras(app: procrastinate.App) -> None:
@@ -68,13 +69,20 @@ def stalled_worker_defaults() -> WorkerOptions:
 on_app_ready = install_worker_extras
 
 
+def install_on_app(app: procrastinate.App) -> None:
+    """What `jobs` adds to procrastinate's Django app: the task registry that finds Django
+    tasks by their path (always: Django's task API needs it), and the worker extras unless
+    the site opted out."""
+    install_task_registry(app)
+    if jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
+        install_worker_extras(app)
+
+
 def install_on_procrastinate_app() -> None:
-    """Install the extras on procrastinate's Django app (JobsConfig.ready), unless the site
-    opted out: now if the app exists, else right after procrastinate's `ready()` creates it."""
-    if not jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
-        return
+    """Install the above on procrastinate's Django app (JobsConfig.ready): now if the app
+    exists, else right after procrastinate's `ready()` creates it."""
     if isinstance(procrastinate_app.current_app, procrastinate.App):
-        install_worker_extras(procrastinate_app.current_app)
+        install_on_app(procrastinate_app.current_app)
         return
     # `jobs` comes first in INSTALLED_APPS. Every app config exists by now and Django calls
     # their `ready()` in order, so procrastinate's is still to come: follow it. Its own hook,
@@ -90,6 +98,6 @@ def install_on_procrastinate_app() -> None:
 
     def ready() -> None:
         create_app()
-        install_worker_extras(procrastinate_app.current_app)
+        install_on_app(procrastinate_app.current_app)
 
     config.ready = ready

@@ -266,6 +266,18 @@ PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
 # No PROCRASTINATE_ON_APP_READY: installing `jobs` adds its result recorder and its
 # restart-proof worker connector to procrastinate's app (jobs/worker.py).
 
+# Django's task API (`from django.tasks import task`) on the same queue: `.enqueue()` defers
+# a procrastinate job in the caller's transaction, and the workers run it (jobs/django_tasks.py).
+# QUEUES lists the queues Django tasks may use; OPTIONS["retry"] is the retry policy of
+# tasks that set none (procrastinate's: a number of attempts, True, or a RetryStrategy).
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.django_tasks.ProcrastinateBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {},
+    }
+}
+
 # --- The example site ---------------------------------------------------------------------
 # The example pages (/, /activity/, /notifications/, /reports/) mail any address a user
 # types, so they need a login and the example's permissions, and exist only while this is
