@@ -86,4 +86,3 @@ def django_task_figures(
         )
         figures["drain"][flavour] = with_ratio(pair, "django", "procrastinate")
     return figures
-

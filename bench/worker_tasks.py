@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.tasks import Task as DjangoTask
 from django.tasks import task
 from django.utils import timezone
 from procrastinate.contrib.django import app
@@ -69,6 +70,13 @@ TASKS: dict[str, Task[Any, Any, Any]] = {
 }
 
 
+# Django's no-ops, by the kind `bench.workers.drain` queues.
+DJANGO_TASKS: dict[str, DjangoTask[Any, Any]] = {
+    "django_noop_sync": django_noop_sync,
+    "django_noop_async": django_noop_async,
+}
+
+
 def job_task(kind: str) -> Task[Any, Any, Any]:
     """The procrastinate task whose jobs run `kind`: one of TASKS, or for `django_<kind>`
     the task the Django task backend registered under the Django task's path. Its jobs are
@@ -76,10 +84,7 @@ def job_task(kind: str) -> Task[Any, Any, Any]:
     thousands with `batch_defer` before it measures how fast workers run them."""
     if kind in TASKS:
         return TASKS[kind]
-    django_task = {"django_noop_sync": django_noop_sync, "django_noop_async": django_noop_async}[
-        kind
-    ]
-    return app.tasks[django_task.module_path]
+    return app.tasks[DJANGO_TASKS[kind].module_path]
 
 
 def noop_kwargs(n: int) -> JSONDict:

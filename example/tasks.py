@@ -144,7 +144,8 @@ def delete_expired_comments(timestamp: int) -> dict[str, object]:
 # `@task` from django.tasks, enqueued with `.enqueue()` / `.aenqueue()`, read back with
 # `.get_result(id)`: code a reusable app could ship unchanged for any Django task backend.
 # The backend here (jobs.django_tasks) passes procrastinate's `retry`, `lock` and
-# `queueing_lock` on to the job.
+# `queueing_lock` on to the job. (django-stubs' `task` does not know that Django 6.1 hands
+# extra keyword arguments to the backend's task class: hence the `type: ignore`.)
 
 
 # Only the database can fail in these two, and doing their work again is harmless: one
@@ -152,7 +153,7 @@ def delete_expired_comments(timestamp: int) -> dict[str, object]:
 DATABASE_LOST = {OperationalError, InterfaceError}
 
 
-@task(
+@task(  # type: ignore[call-overload]
     queue_name=COMMENTS_QUEUE,
     retry=RetryStrategy(max_attempts=1, wait=5, retry_exceptions=DATABASE_LOST),
 )
@@ -169,7 +170,7 @@ def screen_comment(comment_id: int) -> dict[str, object]:
     return {"comment_id": comment_id, "status": str(comment.status), "links": comment.links()}
 
 
-@task(
+@task(  # type: ignore[call-overload]
     queue_name=REPORTS_QUEUE,
     retry=RetryStrategy(max_attempts=1, wait=10, retry_exceptions=DATABASE_LOST),
 )
@@ -179,4 +180,3 @@ async def recount_report(report_id: int) -> dict[str, object]:
     report = await Report.objects.aget(pk=report_id)
     total, sent = await report.acount_notifications(at=timezone.now())
     return {"report_id": report_id, "total": total, "sent": sent}
-
