@@ -27,17 +27,21 @@ from jobs.transaction import async_atomic
 # Who may use the example pages (example/views.py): the overview (the forms and the recent
 # activity) needs both view permissions, each form also its model's add permission. The
 # demo user `run_site` makes in development gets exactly these.
-OVERVIEW_PERMISSIONS = ("example.view_notification", "example.view_report", "example.view_comment")
+# The comments' table shows only to users who may view comments; posting one needs that
+# too, as a refused form shows the page again.
+OVERVIEW_PERMISSIONS = ("example.view_notification", "example.view_report")
+VIEW_COMMENT_PERMISSION = "example.view_comment"
 SEND_NOTIFICATION_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_notification")
 BUILD_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_report")
 # A recount changes an existing report's figures.
 RECOUNT_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.change_report")
-POST_COMMENT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_comment")
+POST_COMMENT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, VIEW_COMMENT_PERMISSION, "example.add_comment")
 EXAMPLE_PERMISSIONS = (
     *OVERVIEW_PERMISSIONS,
     "example.add_notification",
     "example.add_report",
     "example.change_report",
+    VIEW_COMMENT_PERMISSION,
     "example.add_comment",
 )
 # The jobs the example's pages show: their own tasks' only, never other tasks' arguments. A

@@ -29,6 +29,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from example import services, tasks
 from example.forms import CommentForm, NotificationForm, ReportForm
 from example.models import Comment, Notification, Report
+from jobs import access
 
 RECENT = 10
 
@@ -70,17 +71,23 @@ def _require_example_pages() -> None:
         raise Http404("The example pages are switched off (EXAMPLE_PAGES).")
 
 
-def _activity_context() -> dict[str, object]:
+def _activity_context(user: access.User) -> dict[str, object]:
     # The django.tasks tasks' status, read through Django's API (`get_result`) with the
     # result id each row keeps: one lookup per row, on RECENT rows at most.
     reports = [
         (report, services.task_result(tasks.recount_report, report.recount_result_id))
         for report in Report.objects.all()[:RECENT]
     ]
-    comments = [
-        (comment, services.task_result(tasks.screen_comment, comment.task_result_id))
-        for comment in Comment.objects.all()[:RECENT]
-    ]
+    # Comments only for those who may view them: the page itself needs no more than it did
+    # before comments were shown.
+    comments = (
+        [
+            (comment, services.task_result(tasks.screen_comment, comment.task_result_id))
+            for comment in Comment.objects.all()[:RECENT]
+        ]
+        if user.has_perm(services.VIEW_COMMENT_PERMISSION)
+        else None
+    )
     return {
         "notifications": Notification.objects.all()[:RECENT],
         "reports": reports,
@@ -93,28 +100,28 @@ def _activity_context() -> dict[str, object]:
     }
 
 
-def _page_context(**forms: Form) -> dict[str, object]:
-    """The page's context: its forms (`forms` replaces the blank ones, e.g. by a refused
-    one with its errors) and the recent activity."""
+def _page_context(user: access.User, **forms: Form) -> dict[str, object]:
+    """The page's context for `user`: its forms (`forms` replaces the blank ones, e.g. by a
+    refused one with its errors) and the recent activity."""
     blank = {
         "notification_form": NotificationForm(),
         "report_form": ReportForm(),
         "comment_form": CommentForm(),
     }
-    return {**blank, **forms, **_activity_context()}
+    return {**blank, **forms, **_activity_context(user)}
 
 
 @example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "example/home.html", _page_context())
+    return render(request, "example/home.html", _page_context(request.user))
 
 
 @example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def activity(request: HttpRequest) -> HttpResponse:
     """The recent-activity fragment the page reloads every few seconds."""
-    return render(request, "example/_activity.html", _activity_context())
+    return render(request, "example/_activity.html", _activity_context(request.user))
 
 
 @example_page(*services.SEND_NOTIFICATION_PERMISSIONS)
@@ -123,7 +130,7 @@ def create_notification(request: HttpRequest) -> HttpResponse:
     """Sync view: create a notification and defer its sending in one transaction."""
     form = NotificationForm(request.POST)
     if not form.is_valid():
-        context = _page_context(notification_form=form)
+        context = _page_context(request.user, notification_form=form)
         return render(request, "example/home.html", context, status=400)
     notification = services.queue_notification(**form.cleaned_data)
     messages.success(
@@ -138,7 +145,8 @@ async def create_report(request: HttpRequest) -> HttpResponse:
     """Async view: create a report and defer its building in one transaction."""
     form = ReportForm(request.POST)
     if not form.is_valid():
-        context = await sync_to_async(_page_context)(report_form=form)
+        user = await request.auser()
+        context = await sync_to_async(_page_context)(user, report_form=form)
         return await sync_to_async(render)(request, "example/home.html", context, status=400)
     end = timezone.now()
     report = await services.aqueue_report(
@@ -177,7 +185,8 @@ def create_comment(request: HttpRequest) -> HttpResponse:
     transaction."""
     form = CommentForm(request.POST)
     if not form.is_valid():
-        return render(request, "example/home.html", _page_context(comment_form=form), status=400)
+        context = _page_context(request.user, comment_form=form)
+        return render(request, "example/home.html", context, status=400)
     comment = services.post_comment(**form.cleaned_data)
     messages.success(
         request,
