@@ -1,3 +1,5 @@
+from importlib import import_module
+
 from django.apps import AppConfig
 from django.core import checks
 from django.db.backends.signals import connection_created
@@ -14,6 +16,10 @@ class JobsConfig(AppConfig):
         from jobs.worker import install_on_procrastinate_app
 
         checks.register(check_settings)
+        # Django registers its TASKS check when django.tasks is first imported, which may
+        # otherwise only happen at the first enqueue: `manage.py check` would then say
+        # nothing of a misconfigured backend (jobs.django_tasks reports through it).
+        import_module("django.tasks")
         protect_procrastinate_models()
         install_on_procrastinate_app()
         # After Django's backend set up the connection (its time zone's loader included),

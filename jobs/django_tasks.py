@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from inspect import iscoroutinefunction
@@ -49,10 +50,16 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 from procrastinate import RetryStrategy
+from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate.connector import BaseConnector
 from procrastinate.contrib.django import procrastinate_app
+from procrastinate.jobs import Job
+from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
+from procrastinate.types import JobToDefer
 
+from jobs.conf import jobs_settings
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
 
@@ -78,6 +85,8 @@ ARGS_KEY = "*args"
 # task's attempt fails on one, rather than succeed with a value `get_result` cannot give.
 RETURN_VALUE_LIMIT = 1_000_000
 OPTIONS = frozenset({"retry"})
+# Python writes floats from this size on with an exponent (1e+16), which jsonb does not keep.
+FLOAT_AS_INTEGER = 1e16
 # procrastinate's job statuses as Django's.
 STATUSES = {
     "todo": TaskResultStatus.READY,
@@ -136,15 +145,26 @@ def json_arguments(args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any
 
 
 def check_jsonb(value: Any) -> None:
-    """Raise ValueError if PostgreSQL's jsonb cannot hold `value` (already normalized)."""
+    """Raise TypeError or ValueError unless PostgreSQL's jsonb gives `value` (already
+    normalized) back as it is."""
     match value:
         case float() if not math.isfinite(value):
             raise ValueError(f"Unsupported value: {value!r} (JSON has no NaN or infinity)")
+        case float() if abs(value) >= FLOAT_AS_INTEGER:
+            # jsonb keeps numbers as `numeric` and writes these without a point or an
+            # exponent: they would come back as integers (1e308 as a 309-digit one).
+            raise ValueError(
+                f"Unsupported value: {value!r} (a float this large comes back from "
+                "PostgreSQL as an integer: pass an int or a string)"
+            )
         case str():
             if problem := text_problem(value):
                 raise ValueError(f"Unsupported value: {problem}")
         case dict():
             for key, item in value.items():
+                if not isinstance(key, str):
+                    # JSON would turn it into a string: the task would get another key.
+                    raise TypeError(f"Unsupported key: {key!r} (JSON object keys are strings)")
                 check_jsonb(key)
                 check_jsonb(item)
         case list():
@@ -192,7 +212,7 @@ class ProcrastinateBackend(BaseTaskBackend):
         options = params.get("OPTIONS", {})
         self.options = options if isinstance(options, dict) else {}
         self.default_retry: RetryValue = self.options.get("retry", False)
-        self._problems = [error.msg for error in self.check()]
+        self._problems = [error.msg for error in self.check() if error.is_serious()]
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -222,6 +242,16 @@ class ProcrastinateBackend(BaseTaskBackend):
                 )
         for problem in _queue_problems(self.params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME])):
             errors.append(checks.Error(f"{where}['QUEUES'] {problem}", id="jobs.E011"))
+        if not jobs_settings.JOBS_INSTALL_WORKER_EXTRAS:
+            errors.append(
+                checks.Warning(
+                    f"{where}: JOBS_INSTALL_WORKER_EXTRAS is off, so the workers record no "
+                    "result: get_result() gives no return value, error or worker.",
+                    hint="Call jobs.worker.install_worker_extras(app) from your "
+                    "PROCRASTINATE_ON_APP_READY hook, or turn the setting back on.",
+                    id="jobs.W010",
+                )
+            )
         return errors
 
     def _refuse_misconfiguration(self) -> None:
@@ -271,21 +301,28 @@ class ProcrastinateBackend(BaseTaskBackend):
         # The registered task itself: the app's `configure_task` imports the site's task
         # modules again at every call.
         deferrer = procrastinate_app.app.tasks[task.module_path].configure(**options)
-        job_id = deferrer.defer(**arguments)
+        connector = procrastinate_app.app.connector
+        if isinstance(connector, InMemoryConnector):
+            job_id, enqueued_at = deferrer.defer(**arguments), timezone.now()
+        else:
+            job_id, enqueued_at = _defer(connector, deferrer.job, arguments)
+        call_args, call_kwargs = _call_arguments(arguments)
         result: TaskResult[P, R] = TaskResult(
             task=task,
             id=str(job_id),
             status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            enqueued_at=enqueued_at,
             started_at=None,
             last_attempted_at=None,
             finished_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=call_args,
+            kwargs=call_kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
         )
+        if isinstance(connector, InMemoryConnector):
+            _eager_results.setdefault(connector, {})[job_id] = result
         send_robust(task_enqueued, result)
         return result
 
@@ -293,12 +330,49 @@ class ProcrastinateBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> AnyResult:
         job_id = _job_id(result_id)
+        connector = procrastinate_app.app.connector
+        if isinstance(connector, InMemoryConnector):
+            return _eager_result(connector, job_id)
         with connection.cursor() as cursor:
             cursor.execute(RESULT_SQL, {"job_id": job_id})
             row = cursor.fetchone()
         if row is None:
             raise TaskResultDoesNotExist(result_id)
         return _stored_result(self, job_id, row)
+
+
+# procrastinate's own defer (its `defer_jobs` query), which also says when: the time of the
+# job's "deferred" event, which `get_result()` reads back, so that a result from `enqueue()`
+# and one read later agree, and every time of a result comes from the database's clock.
+DEFER_SQL: LiteralString = """
+SELECT id, now() AS enqueued_at
+FROM unnest(procrastinate_defer_jobs_v1(%(jobs)s::procrastinate_job_to_defer_v1[])) AS id
+"""
+
+
+def _defer(
+    connector: BaseConnector, job: Job, arguments: dict[str, Any]
+) -> tuple[int, dt.datetime]:
+    to_defer = JobToDefer(
+        queue_name=job.queue,
+        task_name=job.task_name,
+        priority=job.priority,
+        lock=job.lock,
+        queueing_lock=job.queueing_lock,
+        args=arguments,
+        scheduled_at=job.scheduled_at,
+    )
+    try:
+        (row,) = connector.get_sync_connector().execute_query_all(query=DEFER_SQL, jobs=[to_defer])
+    except procrastinate_exceptions.UniqueViolation as exc:
+        if exc.constraint_name == QUEUEING_LOCK_CONSTRAINT:
+            raise procrastinate_exceptions.AlreadyEnqueued(
+                "Job cannot be enqueued: there is already a job in the queue with the "
+                f"queueing lock {job.queueing_lock}"
+            ) from exc
+        raise
+    logger.debug("Deferred job %s of %s", row["id"], job.task_name)
+    return int(row["id"]), row["enqueued_at"]
 
 
 def _queue_problems(queues: object) -> list[str]:
@@ -374,6 +448,7 @@ def _sync_runner(task: AnyTask) -> Callable[..., Any]:
     def run(job_context: procrastinate_job_context.JobContext, /, **job_kwargs: Any) -> Any:
         args, kwargs = _call_arguments(job_kwargs)
         result = _running_result(task, job_context, args, kwargs, _read_attempts(job_context))
+        _keep_eager(job_context, result)
         send_robust(task_started, result)
         try:
             if task.takes_context:
@@ -385,9 +460,9 @@ def _sync_runner(task: AnyTask) -> Callable[..., Any]:
             raise
         except BaseException as exc:
             # Sent while the exception is handled: Django's log line takes its traceback.
-            send_robust(task_finished, _ended(result, exc))
+            send_robust(task_finished, _keep_eager(job_context, _ended(result, exc)))
             raise
-        send_robust(task_finished, _ended(result, None, value))
+        send_robust(task_finished, _keep_eager(job_context, _ended(result, None, value)))
         return value
 
     run.__name__ = run.__qualname__ = task.func.__name__
@@ -399,6 +474,7 @@ def _async_runner(task: AnyTask) -> Callable[..., Any]:
         args, kwargs = _call_arguments(job_kwargs)
         attempts = await _aread_attempts(job_context)
         result = _running_result(task, job_context, args, kwargs, attempts)
+        _keep_eager(job_context, result)
         await asend_robust(task_started, result)
         try:
             if task.takes_context:
@@ -409,9 +485,9 @@ def _async_runner(task: AnyTask) -> Callable[..., Any]:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            await asend_robust(task_finished, _ended(result, exc))
+            await asend_robust(task_finished, _keep_eager(job_context, _ended(result, exc)))
             raise
-        await asend_robust(task_finished, _ended(result, None, value))
+        await asend_robust(task_finished, _keep_eager(job_context, _ended(result, None, value)))
         return value
 
     run.__name__ = run.__qualname__ = task.func.__name__
@@ -431,25 +507,30 @@ SELECT (SELECT min(at) FROM procrastinate_events
 
 @dataclass(frozen=True)
 class _Attempts:
+    """What a starting attempt knows of its job: when it was enqueued and first started,
+    and the errors and workers of the attempts before it."""
+
     enqueued_at: dt.datetime | None
     first_started_at: dt.datetime | None
-    log: list[dict[str, Any]]
+    errors: list[TaskError]
+    worker_ids: list[str]
 
     @classmethod
     def from_row(cls, row: Any) -> _Attempts:
         if row is None:
-            return cls(None, None, [])
+            return cls(None, None, [], [])
         if isinstance(row, dict):  # procrastinate's connector gives named columns
             row = (row["enqueued_at"], row["first_started_at"], row["log"])
         enqueued_at, started_at, log = row
         if isinstance(log, str):
             log = json.loads(log)
-        return cls(enqueued_at, started_at, list(log or []))
+        log = list(log or [])
+        return cls(enqueued_at, started_at, _errors(log), _worker_ids(log))
 
 
 def _read_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
     if isinstance(job_context.app.connector, InMemoryConnector):
-        return _Attempts(None, None, [])  # eager mode in tests: no tables to read
+        return _eager_attempts(job_context)
     with connection.cursor() as cursor:
         cursor.execute(ATTEMPTS_SQL, {"job_id": job_context.job.id})
         return _Attempts.from_row(cursor.fetchone())
@@ -458,11 +539,47 @@ def _read_attempts(job_context: procrastinate_job_context.JobContext) -> _Attemp
 async def _aread_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
     connector = job_context.app.connector
     if isinstance(connector, InMemoryConnector):
-        return _Attempts(None, None, [])
+        return _eager_attempts(job_context)
     if isinstance(connector, PsycopgConnector):
         row = await connector.execute_query_one_async(ATTEMPTS_SQL, job_id=job_context.job.id)
         return _Attempts.from_row(row)
     return await sync_to_async(_read_attempts)(job_context)
+
+
+# Eager mode in tests (`procrastinate_in_memory` of jobs.testing): the jobs live in
+# procrastinate's InMemoryConnector, not in tables; their results live here, by connector.
+_eager_results: weakref.WeakKeyDictionary[InMemoryConnector, dict[int, AnyResult]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keep_eager(job_context: procrastinate_job_context.JobContext, result: AnyResult) -> AnyResult:
+    connector = job_context.app.connector
+    if isinstance(connector, InMemoryConnector):
+        _eager_results.setdefault(connector, {})[int(result.id)] = result
+    return result
+
+
+def _eager_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
+    connector = job_context.app.connector
+    assert isinstance(connector, InMemoryConnector)
+    assert job_context.job.id is not None
+    before = _eager_results.get(connector, {}).get(job_context.job.id)
+    if before is None:
+        return _Attempts(None, None, [], [])
+    return _Attempts(before.enqueued_at, before.started_at, before.errors, before.worker_ids)
+
+
+def _eager_result(connector: InMemoryConnector, job_id: int) -> AnyResult:
+    row = connector.jobs.get(job_id)
+    kept = _eager_results.get(connector, {}).get(job_id)
+    if row is None or kept is None:
+        raise TaskResultDoesNotExist(str(job_id))
+    status = STATUSES.get(row["status"], TaskResultStatus.FAILED)
+    result = dataclasses.replace(kept, status=status)
+    if kept.status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", kept.return_value)
+    return result
 
 
 def _errors(log: list[dict[str, Any]]) -> list[TaskError]:
@@ -507,9 +624,9 @@ def _running_result(
         args=args,
         kwargs=kwargs,
         backend=task.backend,
-        errors=_errors(attempts.log),
+        errors=attempts.errors,
         worker_ids=[
-            *_worker_ids(attempts.log),
+            *attempts.worker_ids,
             worker_label(job.worker_id, job_context.worker_name),
         ],
     )
