@@ -2,7 +2,8 @@
 
 The worker middleware in jobs/results.py writes the results; this module only reads them,
 with procrastinate's job and events, and decides whether a result row describes the job's
-latest attempt (`row_is_current`), for the API and the admin's job pages alike.
+latest attempt (`row_is_current`), for the API and the admin's job pages alike. The ended
+attempts of a job (`ended_attempts`) come from the row's attempts log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.models import JobResult
+from jobs.results import AttemptEntry
 
 # The status endpoint is the hottest read path of the API. One hand-written query (job,
 # its result, its first "deferred" event, all by primary or indexed key) costs a fraction
@@ -24,7 +26,7 @@ SELECT j.id, j.task_name, j.queue_name, j.status, j.attempts, j.priority, j.lock
        e.deferred_at, e.starts, e.last_start,
        r.status, r.attempt, r.worker_name, r.started_at, r.finished_at, r.duration,
        r.return_value::text, r.exception_type, r.exception_message, r.traceback,
-       r.progress, r.progress_message
+       r.progress, r.progress_message, r.attempts_log::text
 FROM procrastinate_jobs j
 CROSS JOIN LATERAL (
     SELECT min(at) FILTER (WHERE type = 'deferred') AS deferred_at,
@@ -55,7 +57,7 @@ def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
         scheduled_at, deferred_at, starts, last_start, result_status, attempt, worker_name,
         started_at,
         finished_at, duration, return_value, exception_type, exception_message, trace,
-        progress, progress_message,
+        progress, progress_message, attempts_log,
     ) = row  # fmt: skip
     if not row_is_current(status, attempt if result_status is not None else None, starts):
         # The running attempt has no row yet (it writes one after a second, or when it
@@ -83,6 +85,9 @@ def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
         "progress": None,
         "result": None,
         "error": None,
+        # Every ended attempt, oldest first (jobs.results.AttemptEntry); the running one is
+        # not in it.
+        "attempts_log": json.loads(attempts_log) if attempts_log is not None else [],
     }
     if progress is not None:
         shaped["progress"] = {"fraction": progress, "message": progress_message}
@@ -102,3 +107,13 @@ def job_status(job_id: int) -> dict[str, Any] | None:
 
 
 ajob_status = sync_to_async(job_status)
+
+
+def ended_attempts(job_id: int) -> list[AttemptEntry]:
+    """Every ended attempt of a job, oldest first (the newest ATTEMPTS_LOG_LIMIT of them);
+    empty for a job that has none, or no result row, or does not exist."""
+    logs = JobResult.objects.filter(job_id=job_id).values_list("attempts_log", flat=True)
+    return list(logs.first() or [])
+
+
+aended_attempts = sync_to_async(ended_attempts)

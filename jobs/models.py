@@ -7,12 +7,15 @@ import datetime as dt
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models import Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
 
 class JobResult(models.Model):
-    """The outcome of a job's last attempt, written by the worker middleware in jobs.results.
+    """The outcome of a job's last attempt, written by the worker middleware in jobs.results,
+    and in `attempts_log` what every ended attempt did (the last `ATTEMPTS_LOG_LIMIT` of
+    them; jobs.results says what an entry holds).
 
     One row per job, keyed by the job's id. procrastinate deletes jobs with SQL (retention,
     `delete_jobs`), never through the ORM, so the cascade must live in the database: the
@@ -37,6 +40,9 @@ class JobResult(models.Model):
     task_name = models.CharField(max_length=128)
     status = models.CharField(max_length=16, choices=Status.choices)
     attempt = models.PositiveIntegerField(help_text="1 for the first run, 2 for the first retry…")
+    # procrastinate's id of the worker (a row of procrastinate_workers, deleted when the
+    # worker stops: no foreign key), None when unknown.
+    worker_id = models.BigIntegerField(null=True, blank=True)
     worker_name = models.CharField(max_length=128, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -47,6 +53,11 @@ class JobResult(models.Model):
     traceback = models.TextField(blank=True)
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=255, blank=True)
+    # One entry per ended attempt, oldest first. The database default lets rows written by
+    # SQL that does not name the column (the upsert before this column, seeding) exist.
+    attempts_log = models.JSONField(
+        default=list, db_default=Value([], output_field=models.JSONField()), blank=True
+    )
 
     class Meta:
         permissions = [

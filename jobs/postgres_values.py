@@ -21,3 +21,12 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "lone surrogate characters are not allowed"
     return None
+
+
+def storable_text(value: str) -> str:
+    """`value` with what PostgreSQL's text refuses replaced: NUL by U+FFFD, a lone surrogate
+    by "?". For text the job system records as it is (an exception's message, a traceback),
+    where refusing is not an option."""
+    if text_problem(value) is None:
+        return value
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")

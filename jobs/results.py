@@ -1,10 +1,12 @@
-"""Job results: what each job's last attempt did, and its progress while it runs.
+"""Job results: what each job's attempts did, and its progress while it runs.
 
 procrastinate keeps no return values. The worker middleware `record_result` wraps every job
 a worker runs (sync and async tasks alike) and keeps one `JobResult` row per job: the JSON
 return value, or the exception type, message and traceback. A retried job keeps one row,
 overwritten by each attempt: the row describes the last attempt, and `attempt` says which
-one it was (the events table keeps the times of every attempt).
+one it was. Its `attempts_log` keeps every ended attempt (`AttemptEntry`: status, worker,
+times, error), appended by the same statement; stalled-job recovery adds a "lost" entry for
+an attempt whose worker died (jobs/stalled.py).
 
 The outcome costs no statement of its own: the worker's connector (jobs/connector.py) adds
 it to procrastinate's statement that records the job's end (finished, or to be retried), so
@@ -33,7 +35,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import TYPE_CHECKING, Any, LiteralString, TypedDict
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
@@ -46,6 +48,7 @@ from procrastinate.testing import InMemoryConnector
 from jobs.conf import jobs_settings
 from jobs.connector import ReconnectingPsycopgConnector
 from jobs.models import JobResult
+from jobs.postgres_values import storable_text
 
 if TYPE_CHECKING:
     from procrastinate import job_context
@@ -57,10 +60,21 @@ TRACEBACK_LIMIT = 20_000
 MESSAGE_LIMIT = 5_000
 # A return value is for a status page, not a file store: bigger ones are not kept.
 RETURN_VALUE_LIMIT = 1_000_000
+# A job keeps the newest this many ended attempts in `JobResult.attempts_log`, each with
+# its traceback cut like the row's (TRACEBACK_LIMIT): a task retried forever keeps a row
+# of bounded size.
+ATTEMPTS_LOG_LIMIT = 50
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails still ends its job as failed
+        return f"<{type(exc).__qualname__}: its message could not be read>"
 
 
 def json_text(value: Any) -> str:
@@ -96,21 +110,36 @@ def json_safe(value: Any) -> Any:
 # for the same attempt is kept when the statement brings none, and a late "running" write
 # (progress from a thread the task left behind) never overwrites a finished attempt.
 # (Parameters are prefixed: the outcome travels in procrastinate's statement that records
-# the job's end.)
+# the job's end. They are cast: in INSERT ... SELECT nothing else gives them a type.)
+#
+# An outcome (not a "running" write) also appends its entry to `attempts_log`, in the same
+# statement. The entry comes as JSON without its attempt number, which is added here. An
+# attempt already in the log is not appended again (the statement ran twice: a reply lost
+# after the commit), except over a "lost" entry of the same attempt, which stalled-job
+# recovery wrote while the worker was only late: the worker's own outcome replaces it.
+# The log keeps the newest ATTEMPTS_LOG_LIMIT entries.
 UPSERT_SQL = """
-INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_name,
-    started_at, finished_at, duration, return_value, exception_type, exception_message,
-    traceback, progress, progress_message)
-VALUES (%(result_job_id)s, %(result_task_name)s, %(result_status)s,
-    GREATEST((SELECT count(*) FROM procrastinate_events
-              WHERE job_id = %(result_job_id)s AND type = 'started'), 1),
-    %(result_worker_name)s, %(result_started_at)s, %(result_finished_at)s,
-    %(result_duration)s, %(result_return_value)s::jsonb, %(result_exception_type)s,
-    %(result_exception_message)s, %(result_traceback)s, %(result_progress)s,
-    %(result_progress_message)s)
+INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_id,
+    worker_name, started_at, finished_at, duration, return_value, exception_type,
+    exception_message, traceback, progress, progress_message, attempts_log)
+SELECT %(result_job_id)s::bigint, %(result_task_name)s::text, %(result_status)s::text,
+    this.attempt, %(result_worker_id)s::bigint, %(result_worker_name)s::text,
+    %(result_started_at)s::timestamptz, %(result_finished_at)s::timestamptz,
+    %(result_duration)s::interval, %(result_return_value)s::jsonb,
+    %(result_exception_type)s::text, %(result_exception_message)s::text,
+    %(result_traceback)s::text, %(result_progress)s::float8,
+    %(result_progress_message)s::text,
+    CASE WHEN %(result_entry)s::jsonb IS NULL THEN '[]'::jsonb
+         ELSE jsonb_build_array(
+             %(result_entry)s::jsonb || jsonb_build_object('attempt', this.attempt))
+    END
+FROM (SELECT GREATEST((SELECT count(*) FROM procrastinate_events
+                       WHERE job_id = %(result_job_id)s::bigint AND type = 'started'), 1)
+             AS attempt) AS this
 ON CONFLICT (job_id) DO UPDATE SET
     task_name = EXCLUDED.task_name, status = EXCLUDED.status, attempt = EXCLUDED.attempt,
-    worker_name = EXCLUDED.worker_name, started_at = EXCLUDED.started_at,
+    worker_id = EXCLUDED.worker_id, worker_name = EXCLUDED.worker_name,
+    started_at = EXCLUDED.started_at,
     finished_at = EXCLUDED.finished_at, duration = EXCLUDED.duration,
     return_value = EXCLUDED.return_value, exception_type = EXCLUDED.exception_type,
     exception_message = EXCLUDED.exception_message, traceback = EXCLUDED.traceback,
@@ -118,12 +147,109 @@ ON CONFLICT (job_id) DO UPDATE SET
                     THEN result.progress ELSE EXCLUDED.progress END,
     progress_message = CASE WHEN result.attempt = EXCLUDED.attempt
                                  AND EXCLUDED.progress IS NULL
-                            THEN result.progress_message ELSE EXCLUDED.progress_message END
+                            THEN result.progress_message ELSE EXCLUDED.progress_message END,
+    attempts_log = CASE
+        WHEN EXCLUDED.attempts_log = '[]'::jsonb THEN result.attempts_log
+        -- The usual case: a new attempt, room left.
+        WHEN NOT result.attempts_log @> jsonb_build_array(
+                     jsonb_build_object('attempt', EXCLUDED.attempt))
+             AND jsonb_array_length(result.attempts_log) < %(result_log_limit)s::integer
+            THEN result.attempts_log || EXCLUDED.attempts_log
+        WHEN result.attempts_log @> jsonb_build_array(
+                 jsonb_build_object('attempt', EXCLUDED.attempt))
+             AND NOT result.attempts_log @> jsonb_build_array(
+                 jsonb_build_object('attempt', EXCLUDED.attempt, 'status', 'lost'))
+            THEN result.attempts_log
+        ELSE (SELECT jsonb_agg(kept.entry ORDER BY kept.position)
+                FROM (SELECT logged.entry, logged.position
+                        FROM jsonb_array_elements(result.attempts_log || EXCLUDED.attempts_log)
+                             WITH ORDINALITY AS logged (entry, position)
+                       WHERE logged.position > jsonb_array_length(result.attempts_log)
+                          OR NOT logged.entry @> jsonb_build_object(
+                                 'attempt', EXCLUDED.attempt, 'status', 'lost')
+                       ORDER BY logged.position DESC
+                       LIMIT %(result_log_limit)s::integer) AS kept)
+    END
 WHERE EXCLUDED.status <> 'running' OR result.status = 'running'
     OR result.attempt <> EXCLUDED.attempt
 """
 # The same, run as part of procrastinate's statement that records a job's end.
 JOB_END_CTE: LiteralString = "job_result AS (" + UPSERT_SQL + ")"
+
+
+class AttemptError(TypedDict):
+    type: str  # the exception's class path, "module.Class"
+    message: str
+    traceback: str
+
+
+class AttemptEntry(TypedDict):
+    """One ended attempt in `JobResult.attempts_log` (times as ISO 8601 text, UTC)."""
+
+    attempt: int
+    status: str  # succeeded, failed, aborted, or lost (its worker died: jobs/stalled.py)
+    worker_id: int | None  # procrastinate's worker id
+    worker_name: str
+    started_at: str
+    finished_at: str
+    error: AttemptError | None
+
+
+def upsert_parameters(
+    *,
+    job_id: int,
+    task_name: str,
+    status: str,
+    started_at: dt.datetime,
+    ended_as: str | None = None,
+    worker_id: int | None = None,
+    worker_name: str = "",
+    finished_at: dt.datetime | None = None,
+    duration: dt.timedelta | None = None,
+    return_value: str | None = None,
+    exception_type: str = "",
+    exception_message: str = "",
+    traceback: str = "",
+    progress: float | None = None,
+    progress_message: str = "",
+) -> dict[str, Any]:
+    """The parameters of `UPSERT_SQL`: the row of one attempt (`return_value` as JSON text)
+    and, unless it is still running, its entry of the attempts log, whose status is
+    `ended_as` (the row's `status` by default)."""
+    entry = None
+    if status != JobResult.Status.RUNNING:
+        error = None
+        if exception_type:
+            error = {"type": exception_type, "message": exception_message, "traceback": traceback}
+        entry = _dumps(
+            {
+                "status": ended_as or status,
+                "worker_id": worker_id,
+                "worker_name": worker_name,
+                "started_at": started_at,
+                "finished_at": finished_at,
+                "error": error,
+            }
+        )
+    fields = {
+        "job_id": job_id,
+        "task_name": task_name,
+        "status": status,
+        "worker_id": worker_id,
+        "worker_name": worker_name,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration": duration,
+        "return_value": return_value,
+        "exception_type": exception_type,
+        "exception_message": exception_message,
+        "traceback": traceback,
+        "progress": progress,
+        "progress_message": progress_message,
+        "entry": entry,
+        "log_limit": ATTEMPTS_LOG_LIMIT,
+    }
+    return {f"result_{name}": value for name, value in fields.items()}
 
 
 @dataclasses.dataclass
@@ -133,6 +259,7 @@ class Attempt:
     context: job_context.JobContext
     job_id: int
     started_at: dt.datetime
+    worker_id: int | None = None
     progress: float | None = None
     progress_message: str = ""
     # A "running" row for this attempt is written, or being written.
@@ -142,23 +269,17 @@ class Attempt:
 
     def row(self, status: str, **outcome: Any) -> dict[str, Any]:
         """The parameters of `UPSERT_SQL` for this attempt."""
-        fields = {
-            "job_id": self.job_id,
-            "task_name": self.context.job.task_name,
-            "status": status,
-            "worker_name": self.context.worker_name or "",
-            "started_at": self.started_at,
-            "finished_at": None,
-            "duration": None,
-            "return_value": None,
-            "exception_type": "",
-            "exception_message": "",
-            "traceback": "",
-            "progress": self.progress,
-            "progress_message": self.progress_message,
+        return upsert_parameters(
+            job_id=self.job_id,
+            task_name=self.context.job.task_name,
+            status=status,
+            started_at=self.started_at,
+            worker_id=self.worker_id,
+            worker_name=self.context.worker_name or "",
+            progress=self.progress,
+            progress_message=self.progress_message,
             **outcome,
-        }
-        return {f"result_{name}": value for name, value in fields.items()}
+        )
 
 
 _current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
@@ -207,7 +328,9 @@ async def record_result(
     job_id = context.job.id
     assert job_id is not None
     started = time.monotonic()
-    attempt = Attempt(context=context, job_id=job_id, started_at=timezone.now())
+    attempt = Attempt(
+        context=context, job_id=job_id, started_at=timezone.now(), worker_id=worker.worker_id
+    )
     delay = jobs_settings.JOBS_RESULT_RUNNING_AFTER_MS / 1000
     running_row: asyncio.Task[None] | None = None
     if delay:
@@ -225,8 +348,9 @@ async def record_result(
         outcome = {
             "status": JobResult.Status.ABORTED if aborted else JobResult.Status.FAILED,
             "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "exception_message": str(exc)[:MESSAGE_LIMIT],
-            "traceback": "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
+            # A message may hold what PostgreSQL's text refuses: the outcome is kept anyway.
+            "exception_message": storable_text(_message(exc))[:MESSAGE_LIMIT],
+            "traceback": storable_text("".join(traceback.format_exception(exc)))[-TRACEBACK_LIMIT:],
         }
         raise
     else:
@@ -277,7 +401,7 @@ def _record_progress(fraction: float, message: str) -> Attempt | None:
     if isinstance(attempt.context.app.connector, InMemoryConnector):
         return None  # eager mode in tests: the job is in memory, no row may point at it
     attempt.progress = float(fraction)
-    attempt.progress_message = message[:255]
+    attempt.progress_message = storable_text(str(message))[:255]
     attempt.running_row = True
     return attempt
 

@@ -21,17 +21,27 @@ slow run and the next) never recover one attempt twice, nor a job a live worker 
 
 Only the columns recovery needs are read, so a job whose other fields the client library
 cannot decode is recovered like any other.
+
+The lost attempt is recorded in the same transaction: the job's `JobResult` row (made if the
+attempt died before it wrote one) says it failed with `WorkerLost`, and its attempts log
+gets a "lost" entry (jobs/results.py). If the worker was only late after all and ends the
+attempt later, its own outcome replaces that entry.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
 from procrastinate.manager import get_channel_for_queues
 
+from jobs.models import JobResult
+from jobs.results import UPSERT_SQL, upsert_parameters
 from jobs.task_registry import find_task
 
 # Running jobs whose worker is silent for longer than `stalled_after` seconds, or gone:
@@ -63,6 +73,17 @@ SELECT job.id
    FOR UPDATE OF job
 """
 
+# The lost attempt: its number (the job's "started" events, as jobs/results.py counts them),
+# its start, and what its result row, if it wrote one, knows of its worker.
+LOST_ATTEMPT = """
+SELECT started.at, result.worker_id, result.worker_name
+  FROM (SELECT count(*) AS attempt, max(at) AS at
+          FROM procrastinate_events
+         WHERE job_id = %(job_id)s AND type = 'started') AS started
+  LEFT JOIN jobs_jobresult result
+         ON result.job_id = %(job_id)s AND result.attempt = started.attempt
+"""
+
 # procrastinate's job manager runs the same functions (`retry_job_by_id`,
 # `finish_job_by_id`); they are called here inside the transaction that holds the lock.
 RETRY = "SELECT procrastinate_retry_job_v2(%(job_id)s, now(), NULL, NULL, NULL)"
@@ -71,6 +92,11 @@ FAIL = "SELECT procrastinate_finish_job_v1(%(job_id)s, 'failed', false)"
 # same way (its trigger's payload, on its channels), so that idle workers take it at once
 # rather than at their next poll. Sent when the transaction commits.
 ANNOUNCE = "SELECT pg_notify(channel, %(payload)s) FROM unnest(%(channels)s::text[]) AS channel"
+
+
+class WorkerLost(Exception):
+    """Recorded (never raised) as the error of an attempt whose worker stopped heartbeating
+    while it ran: the worker was killed, or its machine vanished."""
 
 
 @dataclass(frozen=True)
@@ -118,12 +144,45 @@ def _recover(job: _Stalled, *, stalled_after: float, retry: bool) -> bool:
         )
         if cursor.fetchone() is None:
             return False
+        _record_lost_attempt(cursor, job, stalled_after=stalled_after)
         cursor.execute(RETRY if retry else FAIL, {"job_id": job.job_id})
         if retry:
             channels = [*get_channel_for_queues([job.queue]), *get_channel_for_queues(None)]
             payload = json.dumps({"type": "job_inserted", "job_id": job.job_id})
             cursor.execute(ANNOUNCE, {"payload": payload, "channels": channels})
         return True
+
+
+def _lost_message(job: _Stalled, stalled_after: float) -> str:
+    if job.worker_id is None:  # procrastinate nulls it when it deletes the worker's row
+        return "Its worker stopped heartbeating while running the job (its worker row is gone)."
+    return (
+        f"Its worker (procrastinate worker {job.worker_id}) stopped heartbeating while "
+        f"running the job: no heartbeat for more than {stalled_after:g} s."
+    )
+
+
+def _record_lost_attempt(cursor: CursorWrapper, job: _Stalled, *, stalled_after: float) -> None:
+    cursor.execute(LOST_ATTEMPT, {"job_id": job.job_id})
+    started_at, row_worker_id, worker_name = cursor.fetchone()
+    now = timezone.now()
+    started_at = started_at or now
+    cursor.execute(
+        UPSERT_SQL,
+        upsert_parameters(
+            job_id=job.job_id,
+            task_name=job.task_name,
+            status=JobResult.Status.FAILED,
+            ended_as="lost",
+            started_at=started_at,
+            worker_id=job.worker_id if job.worker_id is not None else row_worker_id,
+            worker_name=worker_name or "",
+            finished_at=now,
+            duration=max(now - started_at, dt.timedelta(0)),
+            exception_type=f"{WorkerLost.__module__}.{WorkerLost.__qualname__}",
+            exception_message=_lost_message(job, stalled_after),
+        ),
+    )
 
 
 def recover_stalled_jobs(*, stalled_after: float, dry_run: bool = False) -> list[Recovered]:

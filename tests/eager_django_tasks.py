@@ -11,7 +11,8 @@ def multiply(a: int, b: int) -> int:
     return a * b
 
 
-@task(takes_context=True, retry=2)
+# django-stubs do not know the options Django forwards to the backend (retry, lock...).
+@task(takes_context=True, retry=2)  # type: ignore[call-overload]
 def fail_first_attempt(context: TaskContext) -> int:
     if context.attempt == 1:
         raise RuntimeError("first attempt fails")

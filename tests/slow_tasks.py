@@ -156,3 +156,23 @@ def record_then_wait(context: JobContext, path: str, fail: bool = False) -> None
         time.sleep(0.01)
     if fail:
         raise ValueError("failed, as asked")
+
+
+# Retried at once, twice: its first two attempts fail, the third succeeds.
+@app.task(
+    name="tests.fail_twice",
+    queue="tests",
+    pass_context=True,
+    retry=RetryStrategy(max_attempts=2),
+)
+def fail_twice(context: JobContext) -> dict[str, int]:
+    attempt = context.job.attempts + 1  # procrastinate counts the attempts made before
+    if attempt <= 2:
+        raise ValueError(f"attempt {attempt} failed, as asked")
+    return {"attempt": attempt}
+
+
+@app.task(name="tests.fail_with_unstorable_message", queue="tests")
+def fail_with_unstorable_message() -> None:
+    # PostgreSQL's text holds neither: the outcome must be recorded all the same.
+    raise ValueError("bad byte \x00 and half a pair \ud800")

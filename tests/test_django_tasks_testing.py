@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
+
 import pytest
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -50,7 +53,9 @@ def test_procrastinate_in_memory__unknown_result_id(
         eager_django_tasks.multiply.get_result("12345")
 
 
-def test_run_worker__finds_a_django_task_by_its_path(run_worker) -> None:  # type: ignore[no-untyped-def]
+def test_run_worker__finds_a_django_task_by_its_path(
+    run_worker: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     result = eager_django_tasks.multiply.enqueue(3, 4)
 
     completed = run_worker()
@@ -59,6 +64,5 @@ def test_run_worker__finds_a_django_task_by_its_path(run_worker) -> None:  # typ
     assert result.status == TaskResultStatus.SUCCESSFUL, completed.stderr[-3000:]
     assert result.return_value == 12
     assert len(result.worker_ids) == 1
-    assert "Task id=%s path=tests.eager_django_tasks.multiply state=SUCCESSFUL" % result.id in (
-        completed.stderr + completed.stdout
-    )
+    line = f"Task id={result.id} path=tests.eager_django_tasks.multiply state=SUCCESSFUL"
+    assert line in completed.stderr + completed.stdout

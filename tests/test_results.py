@@ -8,15 +8,20 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import connection
 from django.test import Client
+from django.utils import timezone
+from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from example import services, tasks
 from example.models import Notification, Report
+from jobs.job_status import aended_attempts, ended_attempts
 from jobs.models import JobResult
+from jobs.results import ATTEMPTS_LOG_LIMIT, UPSERT_SQL, upsert_parameters
 from jobs.testing import WorkerProcess, wait_until
 from jobs.tokens import issue_token
-from tests.conftest import TEST_TASKS
+from tests.conftest import TEST_TASKS, JobMaker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -145,6 +150,22 @@ def test_results__unserializable_return_value_is_stored_as_repr(
     assert result.return_value == {"unserializable": "{1, 2, 3}"}
 
 
+def test_results__an_error_message_postgresql_cannot_hold_is_recorded_all_the_same(
+    run_worker: Callable[..., Any],
+) -> None:
+    from tests.slow_tasks import fail_with_unstorable_message
+
+    job_id = fail_with_unstorable_message.defer()
+    run_worker(**TEST_TASKS)
+
+    result = JobResult.objects.get(job_id=job_id)
+    assert result.status == JobResult.Status.FAILED
+    assert result.exception_message == "bad byte \ufffd and half a pair ?"
+    assert "ValueError" in result.traceback
+    (entry,) = result.attempts_log
+    assert entry["error"]["message"] == result.exception_message
+
+
 def test_results__shown_on_the_admin_job_page(
     run_worker: Callable[..., Any], admin_client: Client
 ) -> None:
@@ -160,8 +181,6 @@ def test_results__shown_on_the_admin_job_page(
 
 
 def test_results__deleted_with_their_job_by_procrastinate(run_worker: Callable[..., Any]) -> None:
-    from procrastinate.contrib.django import app
-
     job_id = tasks.delete_sent_notifications.defer(older_than_days=1)
     run_worker()
     assert JobResult.objects.filter(job_id=job_id).exists()
@@ -298,3 +317,158 @@ def test_results__an_aborted_async_job_is_recorded_as_aborted(
     assert result.status == JobResult.Status.ABORTED
     assert result.exception_type == "asyncio.exceptions.CancelledError"
     assert ProcrastinateJob.objects.get(id=job_id).status == "aborted"
+
+
+# --- Every attempt kept: JobResult.attempts_log -----------------------------------------
+
+
+def test_results__every_attempt_is_logged_with_its_error_and_worker(
+    start_worker: StartWorker,
+) -> None:
+    from procrastinate.contrib.django.models import ProcrastinateWorker
+
+    from tests.slow_tasks import fail_twice
+
+    start_worker("--name", "thrice", **TEST_TASKS)
+    job_id = fail_twice.defer()
+    wait_until(lambda: ProcrastinateJob.objects.get(id=job_id).status == "succeeded")
+    worker_ids = set(ProcrastinateWorker.objects.values_list("id", flat=True))
+
+    log = JobResult.objects.get(job_id=job_id).attempts_log
+
+    assert [(e["attempt"], e["status"]) for e in log] == [
+        (1, "failed"), (2, "failed"), (3, "succeeded"),
+    ]  # fmt: skip
+    for n, entry in enumerate(log[:2], start=1):
+        assert entry["error"]["type"] == "builtins.ValueError"
+        assert entry["error"]["message"] == f"attempt {n} failed, as asked"
+        assert "Traceback (most recent call last)" in entry["error"]["traceback"]
+    assert log[2]["error"] is None
+    assert {e["worker_name"] for e in log} == {"thrice"}
+    assert {e["worker_id"] for e in log} <= worker_ids
+    assert len({e["worker_id"] for e in log}) == 1
+    assert JobResult.objects.get(job_id=job_id).worker_id in worker_ids
+    times = [(e["started_at"], e["finished_at"]) for e in log]
+    assert all(started <= finished for started, finished in times)
+    assert [started for started, _ in times] == sorted(started for started, _ in times)
+    # What the job system's other readers (the django.tasks backend) read.
+    assert ended_attempts(job_id) == log
+    assert async_to_sync(aended_attempts)(job_id) == log
+    assert ended_attempts(job_id + 1000) == []
+
+
+def test_results__the_api_lists_every_attempt(
+    run_worker: Callable[..., Any], client: Client, admin_client: Client
+) -> None:
+    from django.contrib.auth.models import Permission, User
+
+    from tests.slow_tasks import fail_twice
+
+    reader = User.objects.create_user("reader", password="pw")  # not staff: no tracebacks
+    reader.user_permissions.add(Permission.objects.get(codename="view_job_status"))
+    client.force_login(reader)
+    job_id = fail_twice.defer()
+    run_worker(**TEST_TASKS)
+
+    answer = client.get(f"/api/jobs/{job_id}/").json()
+
+    assert answer["status"] == "succeeded"
+    assert answer["result"] == {"attempt": 3}
+    logged = answer["attempts_log"]
+    assert [(e["attempt"], e["status"]) for e in logged] == [
+        (1, "failed"), (2, "failed"), (3, "succeeded"),
+    ]  # fmt: skip
+    assert logged[1]["error"] == {
+        "type": "builtins.ValueError",
+        "message": "attempt 2 failed, as asked",
+    }  # no traceback, as for the last error
+    assert all(isinstance(e["worker_id"], int) and e["worker_name"] for e in logged)
+    assert all(e["started_at"] <= e["finished_at"] for e in logged)
+    staff = admin_client.get(f"/api/async/jobs/{job_id}/").json()["attempts_log"]
+    assert "Traceback (most recent call last)" in staff[0]["error"]["traceback"]
+    assert staff[2]["error"] is None
+
+
+def test_results__the_admin_job_page_shows_every_attempt(
+    run_worker: Callable[..., Any], admin_client: Client
+) -> None:
+    from tests.slow_tasks import fail_twice
+
+    job_id = fail_twice.defer()
+    run_worker("--name", "page-worker", **TEST_TASKS)
+
+    page = admin_client.get(f"/admin/procrastinate/procrastinatejob/{job_id}/change/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    table = html[html.index('<table class="jobs-attempts">') :]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr>") == 4  # the heading and three attempts
+    assert "attempt 1 failed, as asked" in table
+    assert "attempt 2 failed, as asked" in table
+    assert table.count("builtins.ValueError") == 2
+    assert table.count("page-worker (#") == 3
+    assert 'jobs-status-succeeded">succeeded' in table
+
+
+def _outcome(job_id: int, **fields: Any) -> dict[str, Any]:
+    return upsert_parameters(
+        job_id=job_id,
+        task_name="jobs.send_notification",
+        started_at=timezone.now(),
+        worker_name="w",
+        finished_at=timezone.now(),
+        **fields,
+    )
+
+
+def _upsert(row: dict[str, Any]) -> list[dict[str, Any]]:
+    with connection.cursor() as cursor:
+        cursor.execute(UPSERT_SQL, row)
+    return list(JobResult.objects.get(job_id=row["result_job_id"]).attempts_log)
+
+
+def test_results__an_outcome_written_twice_is_logged_once(make_job: JobMaker) -> None:
+    job_id = make_job("doing")  # started once: attempt 1
+    failed = _outcome(job_id, status="failed", exception_type="builtins.OSError")
+
+    _upsert(_outcome(job_id, status="running"))
+    first = _upsert(failed)
+    # The same statement again, as after a reply lost once the server had committed it.
+    again = _upsert(failed)
+    late_running = _upsert(_outcome(job_id, status="running"))
+
+    assert [(e["attempt"], e["status"]) for e in first] == [(1, "failed")]
+    assert again == first
+    assert late_running == first
+
+
+def test_results__a_lost_attempt_is_replaced_by_its_late_workers_outcome(
+    make_job: JobMaker,
+) -> None:
+    job_id = make_job("doing")
+    lost = _upsert(
+        _outcome(job_id, status="failed", ended_as="lost", exception_type="jobs.stalled.WorkerLost")
+    )
+    ended = _upsert(_outcome(job_id, status="succeeded", return_value="1"))
+
+    assert [(e["attempt"], e["status"]) for e in lost] == [(1, "lost")]
+    assert [(e["attempt"], e["status"], e["error"]) for e in ended] == [(1, "succeeded", None)]
+
+
+def test_results__the_log_keeps_the_newest_attempts(make_job: JobMaker) -> None:
+    job_id = make_job("doing")
+    manager = app.job_manager
+    worker_id = make_job.worker_id
+    assert worker_id is not None
+    log: list[dict[str, Any]] = []
+    for attempt in range(1, ATTEMPTS_LOG_LIMIT + 4):
+        if attempt > 1:  # put back in the queue and taken again: one more "started" event
+            manager.retry_job_by_id(job_id, retry_at=timezone.now())
+            fetched = async_to_sync(manager.fetch_job)(queues=None, worker_id=worker_id)
+            assert fetched is not None
+            assert fetched.id == job_id
+        log = _upsert(_outcome(job_id, status="failed", exception_type="builtins.OSError"))
+
+    assert len(log) == ATTEMPTS_LOG_LIMIT
+    assert [e["attempt"] for e in log] == list(range(4, ATTEMPTS_LOG_LIMIT + 4))

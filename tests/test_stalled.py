@@ -31,6 +31,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.types import JSONDict
 
 from jobs import stalled, tasks
+from jobs.job_status import job_status
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess, wait_until
 from tests.conftest import TEST_TASKS, JobRuns
@@ -39,8 +40,10 @@ from tests.slow_tasks import quick, record_run, record_then_wait
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def kill_mid_job(start_worker: Callable[..., WorkerProcess], task: Any, path: Path) -> int:
-    doomed = start_worker("--queues", "tests", "--name", "doomed", **TEST_TASKS)
+def kill_mid_job(
+    start_worker: Callable[..., WorkerProcess], task: Any, path: Path, **env: str
+) -> int:
+    doomed = start_worker("--queues", "tests", "--name", "doomed", **TEST_TASKS, **env)
     job_id = int(task.defer(path=str(path)))
     wait_until(lambda: ProcrastinateJob.objects.filter(id=job_id, status="doing").exists())
     doomed.stop(signal.SIGKILL)
@@ -96,6 +99,70 @@ def test_stalled__job_of_a_killed_worker_finishes_once_on_another(
     assert (result.status, result.worker_name, result.attempt) == ("succeeded", "survivor", 2)
 
 
+def test_stalled__the_lost_attempt_is_logged_before_the_success(
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    from tests.slow_tasks import wait_for_file
+
+    flag = tmp_path / "go"
+    job_id = kill_mid_job(start_worker, wait_for_file, flag)
+    doomed_id = ProcrastinateJob.objects.get(id=job_id).worker_id
+    # The attempt reported progress: it has a "running" row, with its worker's name.
+    assert JobResult.objects.get(job_id=job_id).status == "running"
+
+    recover([job_id])
+
+    waiting = job_status(job_id)
+    assert waiting is not None
+    assert (waiting["status"], waiting["error"]["type"]) == ("todo", "jobs.stalled.WorkerLost")
+    assert [e["status"] for e in waiting["attempts_log"]] == ["lost"]
+    start_worker("--queues", "tests", "--name", "survivor", **TEST_TASKS)
+    flag.touch()
+    wait_until(lambda: ProcrastinateJob.objects.get(id=job_id).status == "succeeded")
+    lost, succeeded = JobResult.objects.get(job_id=job_id).attempts_log
+    assert (lost["attempt"], lost["status"]) == (1, "lost")
+    assert (lost["worker_id"], lost["worker_name"]) == (doomed_id, "doomed")
+    assert lost["error"]["type"] == "jobs.stalled.WorkerLost"
+    assert lost["error"]["message"] == (
+        f"Its worker (procrastinate worker {doomed_id}) stopped heartbeating while running "
+        "the job: no heartbeat for more than 1 s."
+    )
+    assert lost["started_at"] <= lost["finished_at"]
+    assert (succeeded["attempt"], succeeded["status"], succeeded["error"]) == (2, "succeeded", None)
+    assert succeeded["worker_name"] == "survivor"
+    assert succeeded["worker_id"] not in (None, doomed_id)
+    assert lost["finished_at"] <= succeeded["started_at"]
+
+
+def test_stalled__a_lost_attempt_without_a_result_row_gets_one(
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    from tests.slow_tasks import wait_quietly
+
+    # Killed before its "running" row: this task reports no progress, and the row would
+    # come after ten minutes.
+    job_id = kill_mid_job(
+        start_worker, wait_quietly, tmp_path / "never", JOBS_RESULT_RUNNING_AFTER_MS="600000"
+    )
+    doomed_id = ProcrastinateJob.objects.get(id=job_id).worker_id
+    assert not JobResult.objects.filter(job_id=job_id).exists()
+
+    output = recover([job_id])
+
+    assert f"job {job_id} (tests.wait_quietly): failed" in output
+    result = JobResult.objects.get(job_id=job_id)
+    assert (result.status, result.attempt, result.exception_type) == (
+        "failed", 1, "jobs.stalled.WorkerLost",
+    )  # fmt: skip
+    assert result.worker_id == doomed_id
+    [lost] = result.attempts_log
+    assert (lost["attempt"], lost["status"], lost["worker_id"]) == (1, "lost", doomed_id)
+    assert lost["worker_name"] == ""  # the worker wrote nothing that says
+    shown = job_status(job_id)
+    assert shown is not None
+    assert (shown["status"], shown["error"]["type"]) == ("failed", "jobs.stalled.WorkerLost")
+
+
 def test_stalled__task_without_retry_is_failed(
     start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
@@ -145,6 +212,12 @@ def age_heartbeat(worker_id: int, seconds: int) -> None:
 
 def started_events(job_id: int) -> int:
     return ProcrastinateEvent.objects.filter(job_id=job_id, type="started").count()
+
+
+def logged(job_id: int) -> list[tuple[int, str]]:
+    """The job's attempts log: attempt and status of each entry."""
+    log = JobResult.objects.get(job_id=job_id).attempts_log
+    return [(entry["attempt"], entry["status"]) for entry in log]
 
 
 def test_recover_stalled_jobs__leaves_its_job_to_a_late_worker_while_another_starts(
@@ -280,6 +353,7 @@ def test_recover_stalled_jobs__a_job_that_ends_first_is_left_alone(
     assert status(job_id) == ("failed" if fail else "succeeded")
     assert len(job_runs.of([job_id])[job_id]) == 1
     assert started_events(job_id) == 1
+    assert logged(job_id) == [(1, "failed" if fail else "succeeded")]
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["succeeds", "fails"])
@@ -304,6 +378,8 @@ def test_recover_stalled_jobs__a_job_recovered_first_still_runs_once(
     assert status(job_id) == ("failed" if fail else "succeeded")
     assert len(job_runs.of([job_id])[job_id]) == 1
     assert started_events(job_id) == 1
+    # Logged as lost by the recovery, then as what it did by its late worker: once.
+    assert logged(job_id) == [(1, "failed" if fail else "succeeded")]
 
 
 # --- A recovery whose worker died ------------------------------------------------------

@@ -27,6 +27,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import job_actions, job_list, job_times, queue_stats
 from jobs.access import MANAGE_JOBS
+from jobs.admin.attempts import render_attempts
 from jobs.admin.formatting import moment, plural, shortened, status_badge
 from jobs.admin.loaders import JobChangeList, attach_events_and_results, events_of, result_of
 from jobs.admin.queue_tables import QueueTableAdmin
@@ -103,6 +104,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         ),
         ("Arguments", {"fields": ["arguments"]}),
         ("Timeline", {"fields": ["timeline"]}),
+        ("Attempts", {"fields": ["attempts_table"]}),
         (
             "Result of the last attempt",
             {
@@ -121,6 +123,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         "worker_label",
         "arguments",
         "timeline",
+        "attempts_table",
         "result_status",
         "result_timing",
         "result_progress",
@@ -276,6 +279,12 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
     @admin.display(description="Events")
     def timeline(self, job: ProcrastinateJob) -> SafeString:
         return render_timeline(events_of(job))
+
+    @admin.display(description="Ended attempts")
+    def attempts_table(self, job: ProcrastinateJob) -> SafeString:
+        # Every attempt's row, whichever attempt the result row itself describes.
+        result = result_of(job)
+        return render_attempts(result.attempts_log if result is not None else [])
 
     def _result(self, job: ProcrastinateJob) -> JobResult | None:
         """The row of the job's current attempt, or None if that attempt has none (yet)."""

@@ -64,9 +64,17 @@ def _visible_status(
     """
     if status is None or not principal.sees(status["task"]):
         raise ApiError(404, f"No job {job_id}.")
-    if status["error"] is not None and not principal.reads_tracebacks:
-        status["error"] = {key: status["error"][key] for key in ("type", "message")}
+    if not principal.reads_tracebacks:
+        if status["error"] is not None:
+            status["error"] = _without_traceback(status["error"])
+        for entry in status["attempts_log"]:
+            if entry.get("error") is not None:
+                entry["error"] = _without_traceback(entry["error"])
     return status
+
+
+def _without_traceback(error: dict[str, Any]) -> dict[str, Any]:
+    return {key: error.get(key) for key in ("type", "message")}
 
 
 # The job API's actions, each one function of jobs/job_actions.py (the admin's too).
