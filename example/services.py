@@ -25,10 +25,10 @@ from example.models import Comment, Notification, Report
 from jobs.transaction import async_atomic
 
 # Who may use the example pages (example/views.py): the overview (the forms and the recent
-# activity) needs both view permissions, each form also its model's add permission. The
-# demo user `run_site` makes in development gets exactly these.
-# The comments' table shows only to users who may view comments; posting one needs that
-# too, as a refused form shows the page again.
+# activity) needs the notifications' and reports' view permissions, each form also its
+# model's add permission, a recount the reports' change permission. The comments show only
+# to users who may view them, and posting one needs that too (a refused form shows the page
+# again). The demo user `run_site` makes in development gets exactly these.
 OVERVIEW_PERMISSIONS = ("example.view_notification", "example.view_report")
 VIEW_COMMENT_PERMISSION = "example.view_comment"
 SEND_NOTIFICATION_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_notification")

@@ -10,8 +10,10 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.tasks import TaskResultStatus
 from django.test import AsyncClient, Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
@@ -450,3 +452,21 @@ def row_of(page: str, marker: str) -> str:
     """The table row of `page` that holds `marker`."""
     start = page.index(marker)
     return page[start : page.index("</tr>", start)]
+
+
+def test_activity__reads_one_result_per_row_of_a_django_task(member: Client) -> None:
+    """The fragment reloads every 2 seconds: each comment or report with a result costs one
+    `get_result` query, and nothing else grows with the rows."""
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert member.get("/activity/").status_code == 200
+        return len(captured)
+
+    services.post_comment(author="Ada", body="One")
+    one = queries()
+    services.post_comment(author="Ada", body="Two")
+    services.post_comment(author="Ada", body="Three")
+    async_to_sync(services.arecount_report)(report_id=ready_report().pk)
+
+    assert queries() == one + 3
