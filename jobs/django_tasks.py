@@ -50,16 +50,12 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 from procrastinate import RetryStrategy
-from procrastinate import exceptions as procrastinate_exceptions
-from procrastinate.connector import BaseConnector
 from procrastinate.contrib.django import procrastinate_app
-from procrastinate.jobs import Job
-from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.testing import InMemoryConnector
-from procrastinate.types import JobToDefer
 
 from jobs.conf import jobs_settings
+from jobs.deferring import defer_jobs
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
 
@@ -305,7 +301,9 @@ class ProcrastinateBackend(BaseTaskBackend):
         if isinstance(connector, InMemoryConnector):
             job_id, enqueued_at = deferrer.defer(**arguments), timezone.now()
         else:
-            job_id, enqueued_at = _defer(connector, deferrer.job, arguments)
+            # When the database says: `get_result()` reads that time back, and every time
+            # of a result comes from the database's clock.
+            ((job_id, enqueued_at),) = defer_jobs(connector, [deferrer.make_new_job(**arguments)])
         call_args, call_kwargs = _call_arguments(arguments)
         result: TaskResult[P, R] = TaskResult(
             task=task,
@@ -339,40 +337,6 @@ class ProcrastinateBackend(BaseTaskBackend):
         if row is None:
             raise TaskResultDoesNotExist(result_id)
         return _stored_result(self, job_id, row)
-
-
-# procrastinate's own defer (its `defer_jobs` query), which also says when: the time of the
-# job's "deferred" event, which `get_result()` reads back, so that a result from `enqueue()`
-# and one read later agree, and every time of a result comes from the database's clock.
-DEFER_SQL: LiteralString = """
-SELECT id, now() AS enqueued_at
-FROM unnest(procrastinate_defer_jobs_v1(%(jobs)s::procrastinate_job_to_defer_v1[])) AS id
-"""
-
-
-def _defer(
-    connector: BaseConnector, job: Job, arguments: dict[str, Any]
-) -> tuple[int, dt.datetime]:
-    to_defer = JobToDefer(
-        queue_name=job.queue,
-        task_name=job.task_name,
-        priority=job.priority,
-        lock=job.lock,
-        queueing_lock=job.queueing_lock,
-        args=arguments,
-        scheduled_at=job.scheduled_at,
-    )
-    try:
-        (row,) = connector.get_sync_connector().execute_query_all(query=DEFER_SQL, jobs=[to_defer])
-    except procrastinate_exceptions.UniqueViolation as exc:
-        if exc.constraint_name == QUEUEING_LOCK_CONSTRAINT:
-            raise procrastinate_exceptions.AlreadyEnqueued(
-                "Job cannot be enqueued: there is already a job in the queue with the "
-                f"queueing lock {job.queueing_lock}"
-            ) from exc
-        raise
-    logger.debug("Deferred job %s of %s", row["id"], job.task_name)
-    return int(row["id"]), row["enqueued_at"]
 
 
 def _queue_problems(queues: object) -> list[str]:

@@ -1,0 +1,63 @@
+"""Deferring jobs with procrastinate's own SQL function, and learning when.
+
+procrastinate's `defer()` returns a job's id. Django's task API and the stored schedules also
+need the time the job was deferred as the database recorded it (its "deferred" event, at the
+transaction's `now()`): `defer_jobs` runs procrastinate's `procrastinate_defer_jobs_v1`, the
+function behind its `defer_jobs` query, and returns both in the same round trip, for any
+number of jobs. It runs on the connector's sync connection: for procrastinate's Django
+connector, Django's connection, inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import LiteralString
+
+from procrastinate import exceptions
+from procrastinate.connector import BaseConnector
+from procrastinate.jobs import Job
+from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
+from procrastinate.types import JobToDefer
+
+logger = logging.getLogger(__name__)
+
+DEFER_SQL: LiteralString = """
+SELECT id, now() AS deferred_at
+FROM unnest(procrastinate_defer_jobs_v1(%(jobs)s::procrastinate_job_to_defer_v1[]))
+    WITH ORDINALITY AS deferred(id, position)
+ORDER BY position
+"""
+
+
+def defer_jobs(connector: BaseConnector, jobs: Sequence[Job]) -> list[tuple[int, dt.datetime]]:
+    """Defer `jobs` (procrastinate's, as `task.configure(...).job` makes them, with their
+    `task_kwargs`) in one statement; their ids and deferred time, in order.
+
+    procrastinate's AlreadyEnqueued if one of them has a queueing lock already held: then
+    none is deferred (the statement is one).
+    """
+    to_defer = [
+        JobToDefer(
+            queue_name=job.queue,
+            task_name=job.task_name,
+            priority=job.priority,
+            lock=job.lock,
+            queueing_lock=job.queueing_lock,
+            args=job.task_kwargs,
+            scheduled_at=job.scheduled_at,
+        )
+        for job in jobs
+    ]
+    try:
+        rows = connector.get_sync_connector().execute_query_all(query=DEFER_SQL, jobs=to_defer)
+    except exceptions.UniqueViolation as exc:
+        if exc.constraint_name == QUEUEING_LOCK_CONSTRAINT:
+            raise exceptions.AlreadyEnqueued(
+                "Job cannot be enqueued: there is already a job in the queue with the "
+                f"queueing lock {exc.queueing_lock}"
+            ) from exc
+        raise
+    logger.debug("Deferred %d job(s)", len(rows))
+    return [(int(row["id"]), row["deferred_at"]) for row in rows]
