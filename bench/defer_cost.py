@@ -3,6 +3,8 @@ whose default database is the benchmark's scratch database:
 
 - defer rate: one job at a time on a sync view's code path (`atomic` + `defer`), on an async
   view's (`async_atomic` + `defer_async`), and with `batch_defer`;
+- enqueue rate of Django's task API beside it: `enqueue()` against `defer()`, `aenqueue()`
+  against `defer_async()`, one job per transaction, in alternating rounds;
 - view overhead: response times under uvicorn of the same write with and without a defer
   (bench.views).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.db import connection, transaction
@@ -18,7 +21,7 @@ from django.db import connection, transaction
 from bench import worker_tasks
 from bench.http_load import Request, time_requests
 from bench.processes import free_port, running, wait_accepting
-from bench.timing import Latency
+from bench.timing import Latency, alternating_rounds, rate, with_ratio
 from bench.workers import worker_environment
 from jobs.processes import web_server_command
 from jobs.transaction import async_atomic
@@ -57,6 +60,65 @@ def defer_rates(count: int) -> dict[str, float]:
         "sync_one_by_one": round(sync_rate, 1),
         "async_one_by_one": round(async_rate, 1),
         "batch_defer": round(batch_rate, 1),
+    }
+
+
+def _one_per_transaction(count: int, defer: Callable[[int], object]) -> dict[str, Any]:
+    """`count` jobs, each deferred by `defer(n)` in a transaction of its own, as a view
+    writes its data and its job."""
+    started = time.perf_counter()
+    for n in range(count):
+        with transaction.atomic():
+            defer(n)
+    return rate(count, time.perf_counter() - started)
+
+
+def _one_per_async_transaction(
+    count: int, defer: Callable[[int], Awaitable[object]]
+) -> dict[str, Any]:
+    """As `_one_per_transaction`, on an async view's code path (`async_atomic`)."""
+
+    async def run() -> dict[str, Any]:
+        started = time.perf_counter()
+        for n in range(count):
+            async with async_atomic():
+                await defer(n)
+        return rate(count, time.perf_counter() - started)
+
+    return asyncio.run(run())
+
+
+def enqueue_rates(count: int, rounds: int) -> dict[str, Any]:
+    """Jobs/s through Django's `enqueue()` and procrastinate's `defer()` (and their async
+    twins), `count` jobs a run, in `rounds` alternating rounds; with Django's ratio."""
+    procrastinate_sync, django_sync = worker_tasks.noop_sync, worker_tasks.django_noop_sync
+    procrastinate_async, django_async = worker_tasks.noop_async, worker_tasks.django_noop_async
+    sync = alternating_rounds(
+        rounds,
+        [
+            ("defer", lambda: _one_per_transaction(count, lambda n: procrastinate_sync.defer(n=n))),
+            ("enqueue", lambda: _one_per_transaction(count, lambda n: django_sync.enqueue(n=n))),
+        ],
+    )
+    in_async = alternating_rounds(
+        rounds,
+        [
+            (
+                "defer_async",
+                lambda: _one_per_async_transaction(
+                    count, lambda n: procrastinate_async.defer_async(n=n)
+                ),
+            ),
+            (
+                "aenqueue",
+                lambda: _one_per_async_transaction(count, lambda n: django_async.aenqueue(n=n)),
+            ),
+        ],
+    )
+    _clear_bench_queue()
+    return {
+        "sync": with_ratio(sync, "enqueue", "defer"),
+        "async": with_ratio(in_async, "aenqueue", "defer_async"),
     }
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from bench.defer_cost import defer_rates, view_overhead
+from bench.defer_cost import defer_rates, enqueue_rates, view_overhead
+from bench.timing import alternating_rounds, with_ratio
 from bench.workers import drain, pickup_latency, run_workers, soak, stock_worker
 
 
@@ -21,24 +23,21 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
     figures["recommended"] = {"processes": processes, "concurrency": concurrency}
     figures["drain"] = {}
     setups = (("stock", stock_worker()), ("recommended", recommended))
-    rounds = options["repeat"]
+    rounds, jobs = options["repeat"], options["jobs"]
     for kind in options["kinds"]:
-        runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in setups}
-        # Rounds alternate the setups, so that a slow spell of a shared machine slows
-        # both; each setup's median run (the lower middle one for an even count) is
-        # reported, with every run's rate.
-        for number in range(1, rounds + 1):
-            # Each setup goes first in every other round: the tables grow run after run.
-            for label, command in setups if number % 2 else setups[::-1]:
-                what = f"{options['jobs']:,} {kind} jobs with the {label} setup"
-                log(f"Drain {what} ({number}/{rounds})...")
-                runs[label].append(drain(command, kind, options["jobs"]))
-        for label, results in runs.items():
-            ranked = sorted(results, key=lambda result: result["per_second"])
-            figures["drain"][f"{kind}/{label}"] = {
-                **ranked[(len(ranked) - 1) // 2],
-                "runs_per_second": [result["per_second"] for result in results],
-            }
+
+        def announce(label: str, number: int, kind: str = kind) -> None:
+            log(f"Drain {jobs:,} {kind} jobs with the {label} setup ({number}/{rounds})...")
+
+        drains = alternating_rounds(
+            rounds,
+            [(label, partial(drain, command, kind, jobs)) for label, command in setups],
+            announce,
+        )
+        for label, row in drains.items():
+            figures["drain"][f"{kind}/{label}"] = row
+    log("Django's task API beside procrastinate's...")
+    figures["django_tasks"] = django_task_figures(options, recommended, log)
     log("Pickup latency with LISTEN/NOTIFY...")
     figures["pickup_listen_notify"] = pickup_latency(
         recommended, options["latency_count"], listeners=processes
@@ -59,4 +58,31 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
         figures["soak"] = soak(
             run_workers(processes, concurrency, "--delete-jobs", "successful"), options["soak"], log
         )
+    return figures
+
+
+def django_task_figures(
+    options: dict[str, Any], workers: list[str], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Django's task API (jobs.django_tasks) beside procrastinate's own, in alternating
+    rounds: the enqueue rate, one job per transaction as a view defers it, and the drain
+    throughput of no-op tasks with `workers` (the recommended setup). Each pair has its
+    `ratio`, Django's rate over procrastinate's."""
+    rounds, jobs = options["repeat"], options["jobs"]
+    figures: dict[str, Any] = {"enqueue": enqueue_rates(options["defer_count"], rounds)}
+    figures["drain"] = {}
+    for flavour in ("sync", "async"):
+
+        def announce(label: str, number: int, flavour: str = flavour) -> None:
+            log(f"Drain {jobs:,} {label} no-op {flavour} jobs ({number}/{rounds})...")
+
+        pair = alternating_rounds(
+            rounds,
+            [
+                ("procrastinate", partial(drain, workers, f"noop_{flavour}", jobs)),
+                ("django", partial(drain, workers, f"django_noop_{flavour}", jobs)),
+            ],
+            announce,
+        )
+        figures["drain"][flavour] = with_ratio(pair, "django", "procrastinate")
     return figures

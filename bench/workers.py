@@ -27,7 +27,7 @@ from procrastinate.types import JSONDict
 
 from bench import worker_tasks
 from bench.processes import running
-from bench.timing import Latency
+from bench.timing import Latency, rate
 from example.models import Notification
 from jobs.databases import listening_pids
 from jobs.processes import worker_command
@@ -99,9 +99,10 @@ def _analyze() -> None:
         cursor.execute("ANALYZE procrastinate_jobs, procrastinate_events, jobs_jobresult")
 
 
-def drain(command: list[str], kind: str, count: int, timeout: float = 900) -> dict[str, float]:
-    """Queue `count` jobs of `kind`, let `command`'s workers empty the queue; jobs/s."""
-    task = worker_tasks.TASKS[kind]
+def drain(command: list[str], kind: str, count: int, timeout: float = 900) -> dict[str, Any]:
+    """Queue `count` jobs of `kind` (worker_tasks.job_task), let `command`'s workers empty
+    the queue; jobs/s."""
+    task = worker_tasks.job_task(kind)
     arguments = _arguments(kind, count)
     ids: list[int] = []
     for first in range(0, count, 5000):
@@ -124,10 +125,9 @@ def drain(command: list[str], kind: str, count: int, timeout: float = 900) -> di
             [min(ids), max(ids)],
         )
         first_start, last_end, succeeded = cursor.fetchone()
-    seconds = (last_end - first_start).total_seconds()
     if succeeded != count:
         raise RuntimeError(f"{kind}: {succeeded} of {count} jobs succeeded")
-    return {"jobs": count, "seconds": round(seconds, 2), "per_second": round(count / seconds, 1)}
+    return rate(count, (last_end - first_start).total_seconds())
 
 
 # --- Pickup latency ---------------------------------------------------------------------

@@ -14,3 +14,12 @@ class ReportForm(forms.Form):
     hours = forms.IntegerField(
         min_value=1, max_value=24 * 366, initial=24, help_text="Period: the last N hours."
     )
+
+
+class CommentForm(forms.Form):
+    author = forms.CharField(max_length=100)
+    body = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="More than two links and it is held for a moderator.",
+    )

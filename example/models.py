@@ -1,5 +1,5 @@
 """The example's domain, which its tasks work on: notifications to send, reports to build,
-and comments with a lifetime.
+and comments with a lifetime, screened before they are published.
 
 These were models of `jobs` until the example became an app of its own; their tables and
 rows came along (example/migrations/0001_initial.py).
@@ -8,6 +8,7 @@ rows came along (example/migrations/0001_initial.py).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import ClassVar
 
 from django.db import models
@@ -68,6 +69,9 @@ class Report(models.Model):
     notifications_total = models.PositiveIntegerField(null=True, blank=True)
     notifications_sent = models.PositiveIntegerField(null=True, blank=True)
     job_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    # The latest recount (`example.tasks.recount_report`, a django.tasks task): the id of its
+    # TaskResult, which `get_result()` reads back. Empty: never recounted.
+    recount_result_id = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
@@ -78,6 +82,19 @@ class Report(models.Model):
     async def aattach_job(self, job_id: int) -> None:
         self.job_id = job_id
         await self.asave(update_fields=["job_id"])
+
+    async def aattach_recount(self, result_id: str) -> None:
+        self.recount_result_id = result_id
+        await self.asave(update_fields=["recount_result_id"])
+
+    async def acount_notifications(self, *, at: dt.datetime) -> tuple[int, int]:
+        """Count the notifications of the period, and those sent, and publish the figures
+        as of `at`; returns (total, sent). Counting again later gives today's figures."""
+        in_period = Notification.objects.created_between(self.period_start, self.period_end)
+        total = await in_period.acount()
+        sent = await in_period.filter(sent_at__isnull=False).acount()
+        await self.apublish(total=total, sent=sent, at=at)
+        return total, sent
 
     async def apublish(self, *, total: int, sent: int, at: dt.datetime) -> None:
         self.notifications_total = total
@@ -98,12 +115,26 @@ class Comment(models.Model):
     """User content with a lifetime: comments disappear after EXAMPLE_COMMENT_LIFETIME_HOURS.
 
     `jobs.delete_expired_comments` (periodic) and `manage.py delete_expired_comments`
-    remove them.
+    remove them. A new comment waits for `example.tasks.screen_comment` (a django.tasks
+    task), which publishes it or holds it for a moderator.
     """
+
+    # More links than this and a comment looks like spam: it is held, not published.
+    MAX_LINKS = 2
+    LINK = re.compile(r"https?://|www\.", re.IGNORECASE)
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PUBLISHED = "published"
+        HELD = "held"
 
     author = models.CharField(max_length=100)
     body = models.TextField()
     created_at = models.DateTimeField(db_default=Now(), db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    screened_at = models.DateTimeField(null=True, blank=True)
+    # The id of the TaskResult of the task that screens it (`get_result()` reads it back).
+    task_result_id = models.CharField(max_length=64, blank=True, editable=False)
 
     objects: ClassVar[CommentQuerySet] = CommentQuerySet.as_manager()  # type: ignore[assignment]
 
@@ -112,3 +143,16 @@ class Comment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.author}: {self.body[:40]}"
+
+    def attach_task_result(self, result_id: str) -> None:
+        self.task_result_id = result_id
+        self.save(update_fields=["task_result_id"])
+
+    def links(self) -> int:
+        return len(self.LINK.findall(self.body))
+
+    def screen(self, *, at: dt.datetime) -> None:
+        """Publish the comment, or hold it when it carries more than MAX_LINKS links."""
+        self.status = self.Status.HELD if self.links() > self.MAX_LINKS else self.Status.PUBLISHED
+        self.screened_at = at
+        self.save(update_fields=["status", "screened_at"])

@@ -1,4 +1,5 @@
-"""Operations that write data and defer the job that processes it, in one transaction.
+"""Operations that write data and defer (or enqueue) the job that processes it, in one
+transaction.
 
 Views call these; so can shells and other code. If anything fails after the defer, the
 transaction rolls back the data and the job row together: procrastinate's Django connector
@@ -16,20 +17,41 @@ from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
+from django.tasks import Task, TaskResult
+from django.tasks.exceptions import TaskResultDoesNotExist
 
 from example import tasks
-from example.models import Notification, Report
+from example.models import Comment, Notification, Report
 from jobs.transaction import async_atomic
 
 # Who may use the example pages (example/views.py): the overview (the forms and the recent
-# activity) needs both view permissions, each form also its model's add permission. The
-# demo user `run_site` makes in development gets exactly these.
+# activity) needs the notifications' and reports' view permissions, each form also its
+# model's add permission, a recount the reports' change permission. The comments show only
+# to users who may view them, and posting one needs that too (a refused form shows the page
+# again). The demo user `run_site` makes in development gets exactly these.
 OVERVIEW_PERMISSIONS = ("example.view_notification", "example.view_report")
+VIEW_COMMENT_PERMISSION = "example.view_comment"
 SEND_NOTIFICATION_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_notification")
 BUILD_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_report")
-EXAMPLE_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_notification", "example.add_report")
-# The jobs the example's pages show: their own tasks' only, never other tasks' arguments.
-EXAMPLE_TASK_NAMES = (tasks.send_notification.name, tasks.build_report.name)
+# A recount changes an existing report's figures.
+RECOUNT_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.change_report")
+POST_COMMENT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, VIEW_COMMENT_PERMISSION, "example.add_comment")
+EXAMPLE_PERMISSIONS = (
+    *OVERVIEW_PERMISSIONS,
+    "example.add_notification",
+    "example.add_report",
+    "example.change_report",
+    VIEW_COMMENT_PERMISSION,
+    "example.add_comment",
+)
+# The jobs the example's pages show: their own tasks' only, never other tasks' arguments. A
+# procrastinate task's stored name is its `name`, a django.tasks task's its dotted path.
+EXAMPLE_TASK_NAMES = (
+    tasks.send_notification.name,
+    tasks.build_report.name,
+    tasks.screen_comment.module_path,
+    tasks.recount_report.module_path,
+)
 DEMO_USERNAME = "demo"
 
 
@@ -53,6 +75,46 @@ async def aqueue_report(
         job_id = await tasks.build_report.defer_async(report_id=report.pk)
         await report.aattach_job(job_id)
     return report
+
+
+def post_comment(*, author: str, body: str) -> Comment:
+    """Create a comment and enqueue the task that screens it (sync ORM, django.tasks'
+    `enqueue`: the backend writes the job through Django's connection, in this transaction)."""
+    with transaction.atomic():
+        comment = Comment.objects.create(author=author, body=body)
+        result = tasks.screen_comment.enqueue(comment_id=comment.pk)
+        comment.attach_task_result(result.id)
+    return comment
+
+
+class ReportNotReady(Exception):
+    """The report is still being built: there is nothing to recount yet."""
+
+
+async def arecount_report(*, report_id: int) -> Report:
+    """Enqueue a recount of a built report and keep its result id on the report (async ORM,
+    django.tasks' `aenqueue`, in one transaction). Raises Report.DoesNotExist, or
+    ReportNotReady while the report is still being built (its build counts anyway)."""
+    async with async_atomic():
+        # Locked, so that a recount asked for twice at once records one result id after
+        # the other, each with its own job.
+        report = await Report.objects.select_for_update().aget(pk=report_id)
+        if report.status != Report.Status.READY:
+            raise ReportNotReady(f"Report #{report.pk} is still being built.")
+        result = await tasks.recount_report.aenqueue(report_id=report.pk)
+        await report.aattach_recount(result.id)
+    return report
+
+
+def task_result(task: Task, result_id: str) -> TaskResult | None:
+    """The result of one of `task`'s runs, read through Django's API (`get_result`); None
+    when there is none: never enqueued, or its job was deleted since (retention)."""
+    if not result_id:
+        return None
+    try:
+        return task.get_result(result_id)
+    except TaskResultDoesNotExist:
+        return None
 
 
 def reset_demo_user(*, username: str = DEMO_USERNAME) -> str:

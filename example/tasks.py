@@ -1,10 +1,13 @@
-"""The example's tasks: send a notification, build a report, and clean up after them.
+"""The example's tasks: send a notification, build a report, and clean up after them (on
+procrastinate's API), screen a comment and recount a report (on Django's, `django.tasks`).
 
-They keep the names they had when they were part of `jobs` (`jobs.send_notification`, …):
-those names are stored in job rows, periodic defers and API tokens, so renaming them would
-orphan queued jobs and refuse tokens (see migrations_notes.md). Each task has an explicit
-`name`, a queue, and a retry policy chosen for what can go wrong in it. Arguments are ids and
-JSON-safe values; the task loads what it needs.
+The procrastinate tasks keep the names they had when they were part of `jobs`
+(`jobs.send_notification`, …): those names are stored in job rows, periodic defers and API
+tokens, so renaming them would orphan queued jobs and refuse tokens (see
+migrations_notes.md). A django.tasks task has no `name=`: its stored name is its dotted path
+(`example.tasks.screen_comment`), so moving or renaming the function is a rename too. Each
+task has a queue and a retry policy chosen for what can go wrong in it. Arguments are ids
+and JSON-safe values; the task loads what it needs.
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.tasks import task
 from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
 from example import maintenance
-from example.models import Notification, Report
+from example.models import Comment, Notification, Report
 from jobs.http_tasks import callable_over_http
 from jobs.maintenance import from_timestamp
 from jobs.tasks import MAINTENANCE_QUEUE
 
-# The example's queues (next to the job system's `maintenance`).
+# The example's queues (next to the job system's `maintenance`); a django.tasks task's
+# queue must also be listed in the TASKS setting's QUEUES (project/settings.py).
 NOTIFICATIONS_QUEUE = "notifications"
 REPORTS_QUEUE = "reports"
+COMMENTS_QUEUE = "comments"
 
 
 @callable_over_http
@@ -97,10 +103,7 @@ def notification_message_id(notification: Notification) -> str:
 async def build_report(report_id: int) -> dict[str, object]:
     """Count the notifications of the report's period (async task, async ORM)."""
     report = await Report.objects.aget(pk=report_id)
-    in_period = Notification.objects.created_between(report.period_start, report.period_end)
-    total = await in_period.acount()
-    sent = await in_period.filter(sent_at__isnull=False).acount()
-    await report.apublish(total=total, sent=sent, at=timezone.now())
+    total, sent = await report.acount_notifications(at=timezone.now())
     return {"report_id": report_id, "total": total, "sent": sent}
 
 
@@ -135,3 +138,45 @@ def delete_expired_comments(timestamp: int) -> dict[str, object]:
         lifetime=dt.timedelta(hours=settings.EXAMPLE_COMMENT_LIFETIME_HOURS),
     )
     return {"deleted": deleted}
+
+
+# --- Tasks on Django's task API (django.tasks), run by the same workers ----------------------
+# `@task` from django.tasks, enqueued with `.enqueue()` / `.aenqueue()`, read back with
+# `.get_result(id)`: code a reusable app could ship unchanged for any Django task backend.
+# The backend here (jobs.django_tasks) passes procrastinate's `retry`, `lock` and
+# `queueing_lock` on to the job. (django-stubs' `task` does not know that Django 6.1 hands
+# extra keyword arguments to the backend's task class: hence the `type: ignore`.)
+
+
+# Only the database can fail in these two, and doing their work again is harmless: one
+# more try covers a connection lost mid-way. Other errors are bugs: no retry.
+DATABASE_LOST = {OperationalError, InterfaceError}
+
+
+@task(  # type: ignore[call-overload]
+    queue_name=COMMENTS_QUEUE,
+    retry=RetryStrategy(max_attempts=1, wait=5, retry_exceptions=DATABASE_LOST),
+)
+def screen_comment(comment_id: int) -> dict[str, object]:
+    """Publish a new comment, or hold it for a moderator when it looks like spam (sync task,
+    sync ORM). Runs at least once like any job: a comment already screened stays as it is,
+    and one deleted meanwhile (its lifetime ended) needs nothing."""
+    with transaction.atomic():
+        comment = Comment.objects.select_for_update().filter(pk=comment_id).first()
+        if comment is None:
+            return {"comment_id": comment_id, "status": "deleted"}
+        if comment.status == Comment.Status.PENDING:
+            comment.screen(at=timezone.now())
+    return {"comment_id": comment_id, "status": str(comment.status), "links": comment.links()}
+
+
+@task(  # type: ignore[call-overload]
+    queue_name=REPORTS_QUEUE,
+    retry=RetryStrategy(max_attempts=1, wait=10, retry_exceptions=DATABASE_LOST),
+)
+async def recount_report(report_id: int) -> dict[str, object]:
+    """Count a report's notifications again, as `build_report` did (async task, async ORM):
+    mail sent since then changes the figures. Counting twice gives the same figures."""
+    report = await Report.objects.aget(pk=report_id)
+    total, sent = await report.acount_notifications(at=timezone.now())
+    return {"report_id": report_id, "total": total, "sent": sent}

@@ -11,4 +11,6 @@ urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("notifications/", views.create_notification, name="create_notification"),
     path("reports/", views.create_report, name="create_report"),
+    path("reports/<int:report_id>/recount/", views.recount_report, name="recount_report"),
+    path("comments/", views.create_comment, name="create_comment"),
 ]

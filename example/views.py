@@ -1,4 +1,5 @@
-"""The example pages: create data from a sync view and an async view, each deferring a job.
+"""The example pages: create data from sync and async views, each deferring a job in the same
+transaction (procrastinate's `defer` or django.tasks' `enqueue`).
 
 They let a user mail any address with any text, so every one of them is guarded by
 `example_page`: it exists only while the EXAMPLE_PAGES setting is on (404 otherwise; off in
@@ -18,15 +19,17 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from example import services
-from example.forms import NotificationForm, ReportForm
-from example.models import Notification, Report
+from example import services, tasks
+from example.forms import CommentForm, NotificationForm, ReportForm
+from example.models import Comment, Notification, Report
+from jobs import access
 
 RECENT = 10
 
@@ -68,10 +71,27 @@ def _require_example_pages() -> None:
         raise Http404("The example pages are switched off (EXAMPLE_PAGES).")
 
 
-def _activity_context() -> dict[str, object]:
+def _activity_context(user: access.User) -> dict[str, object]:
+    # The django.tasks tasks' status, read through Django's API (`get_result`) with the
+    # result id each row keeps: one lookup per row, on RECENT rows at most.
+    reports = [
+        (report, services.task_result(tasks.recount_report, report.recount_result_id))
+        for report in Report.objects.all()[:RECENT]
+    ]
+    # Comments only for those who may view them: the page itself needs no more than it did
+    # before comments were shown.
+    comments = (
+        [
+            (comment, services.task_result(tasks.screen_comment, comment.task_result_id))
+            for comment in Comment.objects.all()[:RECENT]
+        ]
+        if user.has_perm(services.VIEW_COMMENT_PERMISSION)
+        else None
+    )
     return {
         "notifications": Notification.objects.all()[:RECENT],
-        "reports": Report.objects.all()[:RECENT],
+        "reports": reports,
+        "comments": comments,
         # The example's own jobs only: other tasks' arguments (commands, recipients of
         # other sites' mail) are not the example's to show.
         "jobs": ProcrastinateJob.objects.filter(task_name__in=services.EXAMPLE_TASK_NAMES).order_by(
@@ -80,22 +100,28 @@ def _activity_context() -> dict[str, object]:
     }
 
 
+def _page_context(user: access.User, **forms: Form) -> dict[str, object]:
+    """The page's context for `user`: its forms (`forms` replaces the blank ones, e.g. by a
+    refused one with its errors) and the recent activity."""
+    blank = {
+        "notification_form": NotificationForm(),
+        "report_form": ReportForm(),
+        "comment_form": CommentForm(),
+    }
+    return {**blank, **forms, **_activity_context(user)}
+
+
 @example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    context = {
-        "notification_form": NotificationForm(),
-        "report_form": ReportForm(),
-        **_activity_context(),
-    }
-    return render(request, "example/home.html", context)
+    return render(request, "example/home.html", _page_context(request.user))
 
 
 @example_page(*services.OVERVIEW_PERMISSIONS)
 @require_GET
 def activity(request: HttpRequest) -> HttpResponse:
     """The recent-activity fragment the page reloads every few seconds."""
-    return render(request, "example/_activity.html", _activity_context())
+    return render(request, "example/_activity.html", _activity_context(request.user))
 
 
 @example_page(*services.SEND_NOTIFICATION_PERMISSIONS)
@@ -104,7 +130,7 @@ def create_notification(request: HttpRequest) -> HttpResponse:
     """Sync view: create a notification and defer its sending in one transaction."""
     form = NotificationForm(request.POST)
     if not form.is_valid():
-        context = {"notification_form": form, "report_form": ReportForm(), **_activity_context()}
+        context = _page_context(request.user, notification_form=form)
         return render(request, "example/home.html", context, status=400)
     notification = services.queue_notification(**form.cleaned_data)
     messages.success(
@@ -119,11 +145,8 @@ async def create_report(request: HttpRequest) -> HttpResponse:
     """Async view: create a report and defer its building in one transaction."""
     form = ReportForm(request.POST)
     if not form.is_valid():
-        context = {
-            "notification_form": NotificationForm(),
-            "report_form": form,
-            **await sync_to_async(_activity_context)(),
-        }
+        user = await request.auser()
+        context = await sync_to_async(_page_context)(user, report_form=form)
         return await sync_to_async(render)(request, "example/home.html", context, status=400)
     end = timezone.now()
     report = await services.aqueue_report(
@@ -133,5 +156,40 @@ async def create_report(request: HttpRequest) -> HttpResponse:
     )
     await sync_to_async(messages.success)(
         request, f"Report #{report.pk} saved; job #{report.job_id} deferred."
+    )
+    return redirect("example:home")
+
+
+@example_page(*services.RECOUNT_REPORT_PERMISSIONS)
+@require_POST
+async def recount_report(request: HttpRequest, report_id: int) -> HttpResponse:
+    """Async view: enqueue a recount of a built report (django.tasks' `aenqueue`), keeping
+    its result id on the report in the same transaction."""
+    try:
+        report = await services.arecount_report(report_id=report_id)
+    except Report.DoesNotExist:
+        raise Http404(f"No report #{report_id}.") from None
+    except services.ReportNotReady as error:
+        await sync_to_async(messages.info)(request, f"{error} Nothing was enqueued.")
+        return redirect("example:home")
+    await sync_to_async(messages.success)(
+        request, f"Report #{report.pk}: recount enqueued (result {report.recount_result_id})."
+    )
+    return redirect("example:home")
+
+
+@example_page(*services.POST_COMMENT_PERMISSIONS)
+@require_POST
+def create_comment(request: HttpRequest) -> HttpResponse:
+    """Sync view: create a comment and enqueue its screening (django.tasks' `enqueue`) in one
+    transaction."""
+    form = CommentForm(request.POST)
+    if not form.is_valid():
+        context = _page_context(request.user, comment_form=form)
+        return render(request, "example/home.html", context, status=400)
+    comment = services.post_comment(**form.cleaned_data)
+    messages.success(
+        request,
+        f"Comment #{comment.pk} saved; its screening enqueued (result {comment.task_result_id}).",
     )
     return redirect("example:home")

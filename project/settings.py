@@ -273,7 +273,9 @@ PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
 TASKS = {
     "default": {
         "BACKEND": "jobs.django_tasks.ProcrastinateBackend",
-        "QUEUES": ["default"],
+        # The example's Django tasks use its comments and reports queues; bench_jobs'
+        # no-op Django tasks use the benchmark's queue.
+        "QUEUES": ["default", "comments", "reports", "bench"],
         "OPTIONS": {},
     }
 }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 from typing import Any
 
@@ -148,6 +149,24 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
     assert "noop_async: recommended / stock = " in text
     assert figures["pickup_listen_notify"]["count"] == 10
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    # Django's task API beside procrastinate's, in the same run and the same rounds.
+    assert "Django's task API beside procrastinate's" in text
+    for row in (
+        "enqueue() vs defer(), one per transaction",
+        "aenqueue() vs defer_async(), one per transaction",
+        "drain, no-op sync tasks",
+        "drain, no-op async tasks",
+    ):
+        assert re.search(rf"{re.escape(row)} +[\d,.]+ vs +[\d,.]+ +ratio \d+\.\d\d", text), row
+    django = figures["django_tasks"]
+    assert django["enqueue"]["sync"]["enqueue"]["jobs"] == 10
+    assert len(django["enqueue"]["async"]["aenqueue"]["runs_per_second"]) == 2
+    assert django["drain"]["async"]["django"]["jobs"] == 100
+    assert django["drain"]["sync"]["ratio"] == round(
+        django["drain"]["sync"]["django"]["per_second"]
+        / django["drain"]["sync"]["procrastinate"]["per_second"],
+        3,
+    )
 
 
 def test_bench_jobs__refuses_bad_arguments() -> None:

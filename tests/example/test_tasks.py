@@ -1,10 +1,12 @@
-"""The task functions called directly, the first of the three layers of task tests, and
-send_notification's delivery guarantee through real workers."""
+"""The task functions called directly, the first of the three layers of task tests,
+send_notification's delivery guarantee through real workers, and the django.tasks tasks
+enqueued as the views do, run by real workers and read back through `get_result()`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import subprocess
 from collections.abc import Callable
 from email import message_from_string
 from email.message import Message
@@ -14,13 +16,14 @@ import psycopg
 import pytest
 from django.core import mail
 from django.db import connection
-from django.test import override_settings
+from django.tasks import TaskResult, TaskResultStatus
+from django.test import Client, override_settings
 from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from example import services, tasks
-from example.models import Notification, Report
+from example.models import Comment, Notification, Report
 from jobs import stalled
 from jobs.databases import database_url
 from jobs.models import JobResult
@@ -223,3 +226,175 @@ def test_tasks__have_explicit_names_queues_and_retry_policies() -> None:
     strategy = ours["jobs.send_notification"].retry_strategy
     assert isinstance(strategy, RetryStrategy)
     assert strategy.max_attempts == 2
+
+
+# --- The django.tasks tasks: screen_comment (sync), recount_report (async) ------------------
+
+
+def test_screen_comment__publishes_a_comment_or_holds_one_with_many_links() -> None:
+    plain = Comment.objects.create(author="Ada", body="See https://example.com")
+    spam = Comment.objects.create(
+        author="Eve", body="https://a.example www.b.example http://c.example buy"
+    )
+
+    assert tasks.screen_comment.call(comment_id=plain.pk) == {
+        "comment_id": plain.pk,
+        "status": "published",
+        "links": 1,
+    }
+    assert tasks.screen_comment.call(comment_id=spam.pk)["status"] == "held"
+    plain.refresh_from_db()
+    spam.refresh_from_db()
+    assert (plain.status, spam.status) == (Comment.Status.PUBLISHED, Comment.Status.HELD)
+    assert plain.screened_at is not None
+
+
+def test_screen_comment__runs_again_without_changing_anything() -> None:
+    comment = Comment.objects.create(author="Ada", body="Hello")
+    tasks.screen_comment.call(comment_id=comment.pk)
+    comment.refresh_from_db()
+    # A moderator publishes... or holds it: a late second run must not undo that.
+    comment.status = Comment.Status.HELD
+    comment.save(update_fields=["status"])
+
+    assert tasks.screen_comment.call(comment_id=comment.pk)["status"] == "held"
+    assert Comment.objects.get(pk=comment.pk).screened_at == comment.screened_at
+
+
+def test_screen_comment__a_comment_deleted_meanwhile_needs_nothing() -> None:
+    assert tasks.screen_comment.call(comment_id=999_999) == {
+        "comment_id": 999_999,
+        "status": "deleted",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_recount_report__counts_the_period_again() -> None:
+    now = timezone.now()
+    report = await Report.objects.acreate(
+        title="Hour", period_start=now - dt.timedelta(hours=1), period_end=now + dt.timedelta(1)
+    )
+    await tasks.build_report(report_id=report.pk)
+    await Notification.objects.acreate(recipient="a@example.com", subject="later", sent_at=now)
+
+    result = await tasks.recount_report.acall(report_id=report.pk)
+
+    assert result == {"report_id": report.pk, "total": 1, "sent": 1}
+    await report.arefresh_from_db()
+    assert (report.notifications_total, report.notifications_sent) == (1, 1)
+
+
+def example_client() -> Client:
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("ada", password="pw-for-tests")
+    for name in services.EXAMPLE_PERMISSIONS:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_comments__a_real_worker_screens_them_and_the_page_reads_the_results(
+    run_worker: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    client = example_client()
+    client.post("/comments/", {"author": "Ada", "body": "Nice report"})
+    client.post("/comments/", {"author": "Eve", "body": "http://a.x http://b.x http://c.x"})
+    plain, spam = Comment.objects.order_by("pk")
+    assert plain.task_result_id
+    assert spam.task_result_id
+
+    run_worker("--queues", "comments")
+
+    plain.refresh_from_db()
+    spam.refresh_from_db()
+    assert (plain.status, spam.status) == (Comment.Status.PUBLISHED, Comment.Status.HELD)
+    result = tasks.screen_comment.get_result(spam.task_result_id)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == {"comment_id": spam.pk, "status": "held", "links": 3}
+    assert result.attempts == 1
+    assert result.errors == []
+    page = client.get("/activity/").content.decode()
+    assert page.count('class="task-status task-successful">SUCCESSFUL<') == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_comments__a_rolled_back_enqueue_leaves_nothing_for_the_worker(
+    start_worker: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job enqueue() wrote goes with the transaction: the listening worker is never
+    told of it (NOTIFY is sent at commit) and finds no row; the next comment runs."""
+    worker = start_worker("--queues", "comments")
+    rolled_back: list[int] = []
+
+    def fail(self: Comment, result_id: str) -> None:
+        rolled_back.append(int(result_id))
+        raise RuntimeError("boom after enqueue")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Comment, "attach_task_result", fail)
+        with pytest.raises(RuntimeError, match="boom after enqueue"):
+            services.post_comment(author="Ada", body="Lost")
+    kept = services.post_comment(author="Ada", body="Kept")
+
+    def finished() -> TaskResult | None:
+        result = tasks.screen_comment.get_result(kept.task_result_id)
+        return result if result.is_finished else None
+
+    result = wait_until(finished, what="the kept comment's screening to finish")
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert [comment.body for comment in Comment.objects.all()] == ["Kept"]
+    # (The worker deferred its periodic tasks' jobs as it started: those are not ours.)
+    screenings = ProcrastinateJob.objects.filter(task_name="example.tasks.screen_comment")
+    assert list(screenings.values_list("id", flat=True)) == [int(kept.task_result_id)]
+    assert len(rolled_back) == 1
+    assert rolled_back[0] < int(kept.task_result_id)
+    assert f"[{rolled_back[0]}]" not in worker.output()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_screen_comment__a_failed_run_shows_failed_with_its_error_on_the_page(
+    run_worker: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    comment = Comment.objects.create(author="Ada", body="Hello")
+    # An argument the ORM refuses (JSON, so enqueue() takes it): a bug, not retried.
+    broken = tasks.screen_comment.enqueue(comment_id="not a number")
+    comment.attach_task_result(broken.id)
+
+    run_worker("--queues", "comments")
+
+    result = tasks.screen_comment.get_result(broken.id)
+    assert result.status == TaskResultStatus.FAILED
+    assert [error.exception_class_path for error in result.errors] == ["builtins.ValueError"]
+    row = example_client().get("/activity/").content.decode()
+    assert 'class="task-status task-failed">FAILED</span> <span class="muted">after 1 error<' in row
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recount_report__a_real_worker_runs_the_async_task_enqueued_by_the_async_view(
+    run_worker: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    now = timezone.now()
+    report = Report.objects.create(
+        title="Day", period_start=now - dt.timedelta(days=1), period_end=now + dt.timedelta(1)
+    )
+    report.notifications_total = report.notifications_sent = 0
+    report.status = Report.Status.READY
+    report.save()
+    Notification.objects.create(recipient="a@example.com", subject="since", sent_at=now)
+
+    response = example_client().post(f"/reports/{report.pk}/recount/")
+    assert response.status_code == 302
+    report.refresh_from_db()
+    run_worker("--queues", "reports")
+
+    result = tasks.recount_report.get_result(report.recount_result_id)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == {"report_id": report.pk, "total": 1, "sent": 1}
+    report.refresh_from_db()
+    assert (report.notifications_total, report.notifications_sent) == (1, 1)

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import subprocess
 import sys
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.tasks import TaskResultStatus
 from django.test import AsyncClient, Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from example import services, tasks
-from example.models import Notification, Report
+from example.models import Comment, Notification, Report
 from jobs import tasks as jobs_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,6 +29,8 @@ PAGES = [
     ("get", "/activity/", {}),
     ("post", "/notifications/", {"recipient": "victim@example.com", "subject": "Spam"}),
     ("post", "/reports/", {"title": "Daily", "hours": "24"}),
+    ("post", "/comments/", {"author": "Eve", "body": "Cheap pills"}),
+    ("post", "/reports/1/recount/", {}),
 ]
 
 
@@ -59,6 +67,7 @@ async def amember(example_user: User) -> AsyncClient:
 def assert_nothing_written() -> None:
     assert not Notification.objects.exists()
     assert not Report.objects.exists()
+    assert not Comment.objects.exists()
     assert not ProcrastinateJob.objects.exists()
 
 
@@ -68,6 +77,19 @@ def test_home__renders_forms_and_activity(member: Client) -> None:
     assert b'id="notification-form"' in response.content
     assert b'id="report-form"' in response.content
     assert member.get("/activity/").status_code == 200
+
+
+def test_home__shows_comments_only_to_users_who_may_view_them() -> None:
+    services.post_comment(author="Eve", body="Only for moderators' eyes")
+    client = Client()
+    # What the page needed before it showed comments: still enough for the page.
+    client.force_login(user_with("viewer", *services.OVERVIEW_PERMISSIONS, "example.add_comment"))
+
+    for response in (client.get("/"), client.get("/activity/")):
+        assert response.status_code == 200
+        assert b'id="comments-table"' not in response.content
+        assert b"moderators" not in response.content
+    assert b'id="comment-form"' not in client.get("/").content
 
 
 def test_home__shows_only_the_forms_the_user_may_use() -> None:
@@ -105,11 +127,14 @@ def test_example_pages__logged_in_user_without_the_permissions_gets_403(
     [
         ("example.add_notification", *PAGES[2]),
         ("example.add_report", *PAGES[3]),
+        ("example.add_comment", *PAGES[4]),
+        ("example.change_report", *PAGES[5]),
         ("example.view_notification", *PAGES[0]),
         ("example.view_report", *PAGES[1]),
         # Adding is not enough: a refused form shows the recent activity again.
         ("example.view_notification", *PAGES[2]),
         ("example.view_report", *PAGES[3]),
+        ("example.view_comment", *PAGES[4]),
     ],
 )
 def test_example_pages__each_permission_is_needed(
@@ -153,6 +178,7 @@ async def test_create_report__async_view_is_guarded_too(async_client: AsyncClien
 
 def test_activity__shows_the_example_jobs_and_no_other_task_s_arguments(member: Client) -> None:
     notification = services.queue_notification(recipient="ada@example.com", subject="Hi")
+    comment = services.post_comment(author="Ada", body="Hello")  # a django.tasks task's job
     jobs_tasks.run_management_command.defer(
         command="prune_jobs", args=["--secret-looking-argument"]
     )
@@ -160,6 +186,7 @@ def test_activity__shows_the_example_jobs_and_no_other_task_s_arguments(member: 
 
     for page in (member.get("/").content, member.get("/activity/").content):
         assert f'data-job-id="{notification.job_id}"'.encode() in page
+        assert f'data-job-id="{comment.task_result_id}"'.encode() in page
         assert b"jobs.send_notification" in page
         assert b"secret-looking-argument" not in page
         assert b"run_management_command" not in page
@@ -286,3 +313,160 @@ async def test_create_report__failure_after_defer_rolls_back_both(
 
 def test_create_report__requires_post(member: Client) -> None:
     assert member.get("/reports/").status_code == 405
+
+
+# --- The django.tasks tasks: a comment's screening (sync view), a report's recount (async) ---
+
+
+def test_create_comment__saves_row_and_enqueues_its_screening(member: Client) -> None:
+    response = member.post("/comments/", {"author": "Ada", "body": "Nice report"})
+
+    assert response.status_code == 302
+    comment = Comment.objects.get()
+    job = ProcrastinateJob.objects.get()
+    assert (comment.author, comment.body, comment.status) == ("Ada", "Nice report", "pending")
+    assert job.task_name == "example.tasks.screen_comment"
+    assert job.args == {"comment_id": comment.pk}
+    assert job.queue_name == "comments"
+    assert comment.task_result_id == str(job.id)
+    result = tasks.screen_comment.get_result(comment.task_result_id)
+    assert result.status == TaskResultStatus.READY
+    assert result.kwargs == {"comment_id": comment.pk}
+
+
+def test_create_comment__invalid_form_writes_nothing(member: Client) -> None:
+    response = member.post("/comments/", {"author": "Ada", "body": ""})
+
+    assert response.status_code == 400
+    assert b'id="comment-form"' in response.content
+    assert b"This field is required" in response.content
+    assert_nothing_written()
+
+
+def test_create_comment__failure_after_enqueue_rolls_back_both(
+    member: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self: Comment, result_id: str) -> None:
+        # The job row exists at this point: enqueue() wrote it in the same transaction.
+        assert ProcrastinateJob.objects.filter(id=int(result_id)).exists()
+        raise RuntimeError("boom after enqueue")
+
+    monkeypatch.setattr(Comment, "attach_task_result", fail)
+
+    with pytest.raises(RuntimeError, match="boom after enqueue"):
+        member.post("/comments/", {"author": "Ada", "body": "Hello"})
+
+    assert_nothing_written()
+
+
+def ready_report() -> Report:
+    now = timezone.now()
+    return Report.objects.create(
+        title="Daily",
+        period_start=now - dt.timedelta(days=1),
+        period_end=now,
+        status=Report.Status.READY,
+        notifications_total=0,
+        notifications_sent=0,
+    )
+
+
+async def test_recount_report__async_view_enqueues_in_the_report_s_transaction(
+    amember: AsyncClient,
+) -> None:
+    report = await sync_to_async(ready_report)()
+
+    response = await amember.post(f"/reports/{report.pk}/recount/")
+
+    assert response.status_code == 302
+    await report.arefresh_from_db()
+    job = await ProcrastinateJob.objects.aget()
+    assert job.task_name == "example.tasks.recount_report"
+    assert job.args == {"report_id": report.pk}
+    assert job.queue_name == "reports"
+    assert report.recount_result_id == str(job.id)
+    result = await tasks.recount_report.aget_result(report.recount_result_id)
+    assert result.status == TaskResultStatus.READY
+
+
+async def test_recount_report__failure_after_aenqueue_rolls_back_both(
+    amember: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = await sync_to_async(ready_report)()
+
+    async def fail(self: Report, result_id: str) -> None:
+        assert await ProcrastinateJob.objects.filter(id=int(result_id)).aexists()
+        raise RuntimeError("boom after aenqueue")
+
+    monkeypatch.setattr(Report, "aattach_recount", fail)
+
+    with pytest.raises(RuntimeError, match="boom after aenqueue"):
+        await amember.post(f"/reports/{report.pk}/recount/")
+
+    assert not await ProcrastinateJob.objects.aexists()
+    await report.arefresh_from_db()
+    assert report.recount_result_id == ""
+
+
+def test_recount_report__a_report_still_being_built_is_left_alone(member: Client) -> None:
+    now = timezone.now()
+    pending = Report.objects.create(
+        title="Daily", period_start=now - dt.timedelta(days=1), period_end=now
+    )
+
+    response = member.post(f"/reports/{pending.pk}/recount/", follow=True)
+
+    assert response.status_code == 200
+    assert b"is still being built. Nothing was enqueued." in response.content
+    assert not ProcrastinateJob.objects.exists()
+
+
+@pytest.mark.parametrize("report_id", ["424242", "9" * 30])
+def test_recount_report__unknown_report_is_404(member: Client, report_id: str) -> None:
+    assert member.post(f"/reports/{report_id}/recount/").status_code == 404
+    assert not ProcrastinateJob.objects.exists()
+
+
+def test_recount_report__requires_post(member: Client) -> None:
+    assert member.get(f"/reports/{ready_report().pk}/recount/").status_code == 405
+
+
+def test_activity__shows_the_django_tasks_status_read_through_get_result(member: Client) -> None:
+    comment = services.post_comment(author="Ada", body="Hello")
+    report = ready_report()
+    async_to_sync(services.arecount_report)(report_id=report.pk)
+    # A result id whose job is gone (retention deleted it): nothing to show.
+    forgotten = Comment.objects.create(author="Bob", body="Old", task_result_id="424242")
+
+    page = member.get("/activity/").content.decode()
+
+    comment_row = row_of(page, f'data-comment-id="{comment.pk}"')
+    assert 'class="task-status task-ready">READY<' in comment_row
+    assert "READY" not in row_of(page, f'data-comment-id="{forgotten.pk}"')
+    assert 'class="task-status task-ready">READY<' in row_of(page, f'data-report-id="{report.pk}"')
+    assert page.count("example.tasks.screen_comment") == 1  # in the recent jobs too
+    assert page.count("example.tasks.recount_report") == 1
+
+
+def row_of(page: str, marker: str) -> str:
+    """The table row of `page` that holds `marker`."""
+    start = page.index(marker)
+    return page[start : page.index("</tr>", start)]
+
+
+def test_activity__reads_one_result_per_row_of_a_django_task(member: Client) -> None:
+    """The fragment reloads every 2 seconds: each comment or report with a result costs one
+    `get_result` query, and nothing else grows with the rows."""
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert member.get("/activity/").status_code == 200
+        return len(captured)
+
+    services.post_comment(author="Ada", body="One")
+    one = queries()
+    services.post_comment(author="Ada", body="Two")
+    services.post_comment(author="Ada", body="Three")
+    async_to_sync(services.arecount_report)(report_id=ready_report().pk)
+
+    assert queries() == one + 3

@@ -34,8 +34,9 @@ def kind_list(value: str) -> list[str]:
 class Command(BaseCommand):
     help = (
         "Benchmark the job system on a scratch database next to yours: defer rate, drain "
-        "throughput (stock worker vs run_workers), pickup latency with and without "
-        "LISTEN/NOTIFY, a deferring view's overhead under uvicorn; a table, JSON and a PNG."
+        "throughput (stock worker vs run_workers), Django's task API beside procrastinate's, "
+        "pickup latency with and without LISTEN/NOTIFY, a deferring view's overhead under "
+        "uvicorn; a table, JSON and a PNG."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -49,11 +50,19 @@ class Command(BaseCommand):
             "--repeat",
             type=whole_number(1, 99),
             default=3,
-            help="Drain rounds per kind, alternating the setups; the median run is reported.",
+            help=(
+                "Rounds of each comparison (the setups' drains per kind; Django's task API "
+                "beside procrastinate's), alternating; the median run is reported."
+            ),
         )
         parser.add_argument("--processes", type=whole_number(1, 64), default=os.cpu_count() or 1)
         parser.add_argument("--concurrency", type=whole_number(1, 500), default=4)
-        parser.add_argument("--defer-count", type=whole_number(10), default=2000)
+        parser.add_argument(
+            "--defer-count",
+            type=whole_number(10),
+            default=2000,
+            help="Jobs per defer-rate run (and per enqueue() / defer() round).",
+        )
         parser.add_argument("--latency-count", type=whole_number(10), default=300)
         parser.add_argument("--polling-latency-count", type=whole_number(5), default=20)
         parser.add_argument("--poll-interval", type=seconds(0.05, 60), default=1.0)
@@ -154,6 +163,7 @@ class Command(BaseCommand):
             stock = figures["drain"][f"{kind}/stock"]["per_second"]
             ratio = figures["drain"][f"{kind}/recommended"]["per_second"] / stock
             write(f"  {kind}: recommended / stock = {ratio:.2f}")
+        self._report_django_tasks(figures["django_tasks"], recommended)
         for label, key in (
             ("LISTEN/NOTIFY", "pickup_listen_notify"),
             ("polling only", "pickup_polling"),
@@ -180,3 +190,27 @@ class Command(BaseCommand):
                 f"{[r // 2**20 for r in soak['worker_rss_end']]} MiB; tables at the end "
                 f"{ {k: v // 2**20 for k, v in soak['table_sizes_end'].items()} } MiB"
             )
+
+    def _report_django_tasks(self, figures: dict[str, Any], recommended: dict[str, int]) -> None:
+        write = self.stdout.write
+        write(
+            "Django's task API beside procrastinate's (jobs/s, medians of alternating rounds; "
+            "ratio = Django / procrastinate):"
+        )
+        rows = [
+            ("enqueue() vs defer(), one per transaction", figures["enqueue"]["sync"],
+             "enqueue", "defer"),
+            ("aenqueue() vs defer_async(), one per transaction", figures["enqueue"]["async"],
+             "aenqueue", "defer_async"),
+            ("drain, no-op sync tasks", figures["drain"]["sync"], "django", "procrastinate"),
+            ("drain, no-op async tasks", figures["drain"]["async"], "django", "procrastinate"),
+        ]  # fmt: skip
+        for label, row, django, procrastinate in rows:
+            write(
+                f"  {label:<50}{row[django]['per_second']:>10,.1f} vs "
+                f"{row[procrastinate]['per_second']:>10,.1f}   ratio {row['ratio']:.2f}"
+            )
+        write(
+            f"  (drains with run_workers --processes {recommended['processes']} "
+            f"--concurrency {recommended['concurrency']})"
+        )
