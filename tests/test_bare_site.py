@@ -454,6 +454,23 @@ def test_readme__installed_apps_are_the_bare_sites() -> None:
     assert readme_apps[-2:] == ["procrastinate.contrib.django", "jobs"]
 
 
+def test_readme__tasks_setting_is_the_bare_sites() -> None:
+    section = readme_section("Add the job system to your own site")
+    (block,) = [block for block in python_blocks(section) if "TASKS = " in block]
+
+    def tasks_setting(source: str) -> Any:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "TASKS" for target in node.targets
+            ):
+                return ast.literal_eval(node.value)
+        raise AssertionError("no TASKS")
+
+    settings_source = (BARE_SITE / "settings.py").read_text()
+    assert tasks_setting(block) == tasks_setting(settings_source)
+    assert block.strip() in settings_source
+
+
 def test_readme__url_include_is_the_bare_sites() -> None:
     section = readme_section("Add the job system to your own site")
     urls = (BARE_SITE / "urls.py").read_text()

@@ -64,6 +64,8 @@ DATABASES = {
 TASKS = {
     "default": {
         "BACKEND": "jobs.django_tasks.ProcrastinateBackend",
+        "QUEUES": ["default"],  # the queues your Django tasks may use
+        "OPTIONS": {},  # {"retry": ...}: the retry policy of tasks that set none
     }
 }
 
