@@ -45,7 +45,10 @@ from procrastinate.jobs import Job
 from jobs import schedule_times
 from jobs.conf import MAX_API_PRIORITY, jobs_settings
 from jobs.deferring import defer_jobs
+from jobs.job_times import ScheduleError as TimeError
+from jobs.job_times import to_utc
 from jobs.models import Schedule, ScheduleRun
+from jobs.out_of_range_times import EARLIEST, LATEST
 from jobs.postgres_values import PG_INT_MIN, text_problem
 from jobs.task_registry import find_task
 
@@ -143,6 +146,9 @@ def validate_schedule(schedule: Schedule) -> None:
     for name in ("task", "description", "cron", "timezone", "queue"):
         if problem := text_problem(getattr(schedule, name) or ""):
             add(name, f"Not storable: {problem}.")
+    for name in ("once_at", "start_at", "end_at"):
+        if problem := _time_problem(getattr(schedule, name)):
+            add(name, problem)
     if errors:
         raise ValidationError(errors)
 
@@ -179,7 +185,7 @@ def validate_schedule(schedule: Schedule) -> None:
             add("interval_unit", "Seconds, minutes, hours or days.")
         elif schedule.interval < 1:
             add("interval", "At least 1.")
-        elif unit * schedule.interval > MAX_INTERVAL:
+        elif schedule.interval > MAX_INTERVAL // unit:  # (multiplied, it could overflow)
             add("interval", "At most about ten years.")
     now = timezone.now()
     if schedule.once_at is not None and schedule.once_at < now - ONCE_MAX_PAST:
@@ -195,6 +201,20 @@ def validate_schedule(schedule: Schedule) -> None:
     if kinds != ["once_at"] and next_tick(schedule, max(now, schedule.start_at or now)) is None:
         field_name = "end_at" if schedule.end_at is not None else kinds[0]
         raise ValidationError({field_name: "This schedule would never run."})
+
+
+def _time_problem(value: dt.datetime | None) -> str | None:
+    """Why `value` cannot be a schedule's time: it must be readable back from PostgreSQL
+    and shown in any time zone, which a time within a day of datetime's limits is not."""
+    if value is None:
+        return None
+    try:
+        in_utc = to_utc(value)
+    except TimeError as error:
+        return str(error)
+    if not EARLIEST <= in_utc <= LATEST:
+        return f"Out of range: from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)."
+    return None
 
 
 def _check_kwargs(

@@ -11,6 +11,8 @@ One module per idea:
 - `checked.py`: `CheckedListAdmin`, a list that takes only the filters and search it shows
   (the base of every list here, and of the example site's);
 - `tokens.py`: the API tokens' admin (list, limit to tasks, revoke);
+- `schedules.py`: the stored schedules (list, form, enable, disable, run now, their runs),
+  with the periodic tasks declared in the code under their list;
 - `queue_tables.py`: `QueueTableAdmin`, read-only and bounded, the base of the two below;
 - `jobs.py`: procrastinate's jobs: list, job page and actions;
 - `events.py`: procrastinate's events;
@@ -21,6 +23,6 @@ One module per idea:
 Django's autodiscovery imports this package; importing the modules below registers them.
 """
 
-from jobs.admin import events, jobs, tokens
+from jobs.admin import events, jobs, schedules, tokens
 
-__all__ = ["events", "jobs", "tokens"]
+__all__ = ["events", "jobs", "schedules", "tokens"]
