@@ -1,13 +1,18 @@
 """The health endpoint for load balancers and orchestrators: `GET /health/`.
 
-Three checks, each answered in a few milliseconds:
+Four checks, each answered in a few milliseconds:
 
 - `database`: a connection and a first statement;
 - `migrations`: every migration of procrastinate and of this project that the running code
   needs is applied. procrastinate's `…_post_…` migrations are the exception: its upgrade
   procedure (migrations_notes.md) runs the new code *before* them, so a pending one is
   reported but does not fail the check;
-- `workers`: at least one worker sent a heartbeat in the last JOBS_STALLED_WORKER_SECONDS.
+- `workers`: at least one worker sent a heartbeat in the last JOBS_STALLED_WORKER_SECONDS;
+- `schedules`: the enabled stored schedules whose task is missing from the code (broken:
+  jobs/schedules.py). A warning, never a failure: the web servers serve well without that
+  task, and taking every one of them out of rotation for it would turn a missing nightly
+  job into an outage. Staff see it under `warnings`; alerts come from /metrics/
+  (`pgjobs_schedules{state="broken"}`).
 
 200 when all pass, 503 otherwise. The JSON body is `{"status": "ok"}` or `{"status": "fail"}`
 for anyone; logged-in staff also see which check failed and why: a database error names the
@@ -29,6 +34,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from jobs import schedules
 from jobs.conf import jobs_settings
 
 # The apps whose migrations the code needs, and where they live.
@@ -36,6 +42,8 @@ MIGRATION_PACKAGES = {
     "procrastinate": "procrastinate.contrib.django.migrations",
     "jobs": "jobs.migrations",
 }
+# The checks that read the database, which `?skip=` may leave out.
+CHECKS_AFTER_DATABASE = ("migrations", "workers", "schedules")
 # A check that takes longer than this fails rather than hanging the load balancer's probe.
 STATEMENT_TIMEOUT_MS = 2000
 
@@ -44,6 +52,8 @@ STATEMENT_TIMEOUT_MS = 2000
 class Check:
     ok: bool
     detail: dict[str, Any] = field(default_factory=dict)
+    # Something for staff to fix that does not fail the check (nor the status code).
+    warning: bool = False
 
 
 @cache
@@ -101,6 +111,15 @@ def _check_workers(cursor: CursorWrapper, live_within: float) -> Check:
     )
 
 
+def _check_schedules() -> Check:
+    counts = schedules.schedule_counts()
+    return Check(
+        ok=True,
+        warning=counts.broken > 0,
+        detail={"broken": counts.broken, "missing_tasks": list(counts.missing_tasks)},
+    )
+
+
 def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
     """The checks not in `skip`, by name."""
     results: dict[str, Check] = {}
@@ -115,10 +134,12 @@ def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
                 results["workers"] = _check_workers(
                     cursor, float(jobs_settings.JOBS_STALLED_WORKER_SECONDS)
                 )
+            if "schedules" not in skip:
+                results["schedules"] = _check_schedules()
     except Error as exc:  # OperationalError, InterfaceError, a statement timeout...
         error = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
         results.setdefault("database", Check(ok=False, detail=error))
-        for name in ("migrations", "workers"):
+        for name in CHECKS_AFTER_DATABASE:
             if name not in skip and name not in results:
                 results[name] = Check(ok=False, detail=error)
     return results
@@ -138,11 +159,12 @@ def sees_details(request: HttpRequest) -> bool:
 @require_GET
 @never_cache
 def health(request: HttpRequest) -> HttpResponse:
-    skip = frozenset(request.GET.get("skip", "").split(",")) & {"migrations", "workers"}
+    skip = frozenset(request.GET.get("skip", "").split(",")) & set(CHECKS_AFTER_DATABASE)
     results = run_checks(skip=skip)
     failed = [name for name, check in results.items() if not check.ok]
     body: dict[str, Any] = {"status": "fail" if failed else "ok"}
     if sees_details(request):
         body["failed"] = failed
+        body["warnings"] = [name for name, check in results.items() if check.warning]
         body["checks"] = {name: {"ok": check.ok, **check.detail} for name, check in results.items()}
     return JsonResponse(body, status=503 if failed else 200)

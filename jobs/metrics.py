@@ -17,6 +17,11 @@ between scrapes. Metrics (all gauges, as they describe the queue now or a recent
 - `pgjobs_finished_jobs{status}`: jobs finished in the window, per final status;
 - `pgjobs_failed_attempts{task,exception}`: attempts that failed in the window;
 - `pgjobs_workers{state}`: workers whose heartbeat is fresh (`live`) or not (`stale`);
+- `pgjobs_schedules{state}`: stored schedules (jobs/schedules.py) `enabled`, `disabled`, or
+  `broken` (enabled, their task missing from the code: nothing is deferred for them), each
+  schedule in one state; `pgjobs_schedules_overdue_seconds`: how long the most overdue
+  enabled schedule has waited past its next run (a second or two when the scheduler keeps
+  up; it grows while no worker serves the `maintenance` queue);
 - `pgjobs_database_up`: 0 when the database could not be read (then nothing else).
 
 Access: `Authorization: Bearer <JOBS_METRICS_TOKEN>` (Prometheus's `authorization`
@@ -45,7 +50,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from jobs import queue_stats
+from jobs import queue_stats, schedules
 from jobs.access import MalformedAuthorization, bearer_token, may_view_jobs
 from jobs.conf import jobs_settings
 
@@ -156,6 +161,22 @@ class QueueCollector(Collector):
         workers.add_metric(["live"], live)
         workers.add_metric(["stale"], len(states_of_workers) - live)
         yield workers
+
+        counts = schedules.schedule_counts()
+        stored = GaugeMetricFamily(
+            "pgjobs_schedules",
+            "Stored schedules: enabled, disabled, or broken (enabled, task missing from the code).",
+            labels=["state"],
+        )
+        stored.add_metric(["enabled"], counts.enabled)
+        stored.add_metric(["disabled"], counts.disabled)
+        stored.add_metric(["broken"], counts.broken)
+        yield stored
+        yield GaugeMetricFamily(
+            "pgjobs_schedules_overdue_seconds",
+            "How long the most overdue enabled schedule has waited past its next run (0 if none).",
+            value=schedules.overdue_seconds(),
+        )
 
 
 def is_allowed(request: HttpRequest) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 # PostgreSQL's `integer` (int4), the type of procrastinate's `priority` column.
 PG_INT_MIN = -(2**31)
 PG_INT_MAX = 2**31 - 1
+# PostgreSQL's `bigint` (int8), the type of the ids of jobs and of the app's own rows.
+PG_BIGINT_MAX = 2**63 - 1
 
 
 def text_problem(value: str) -> str | None:

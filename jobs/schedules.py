@@ -30,12 +30,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import connection, transaction
+from django.db.models import Count, DurationField, ExpressionWrapper, Min
+from django.db.models.functions import Now
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import tasks as procrastinate_tasks
@@ -271,10 +273,15 @@ def is_broken(schedule: Schedule) -> bool:
 def broken_schedules() -> list[Schedule]:
     """Enabled schedules whose task the code does not have."""
     names = Schedule.objects.filter(enabled=True).values_list("task", flat=True).distinct()
-    missing = [name for name in names if find_task(name) is None]
+    missing = missing_tasks(names)
     if not missing:
         return []
     return list(Schedule.objects.filter(enabled=True, task__in=missing))
+
+
+def missing_tasks(names: Iterable[str]) -> list[str]:
+    """Of the task names `names`, those the code does not have, sorted."""
+    return sorted({name for name in names if find_task(name) is None})
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -451,3 +458,124 @@ def set_enabled(schedule: Schedule, enabled: bool) -> bool:
     schedule.enabled = enabled
     schedule.save(update_fields=["enabled", "updated_at"])
     return True
+
+
+def enable(schedule: Schedule) -> bool:
+    """Enable `schedule` if it passes the admin form's checks (its task exists, its arguments
+    fit it, its single time is not long past) and would run again; whether it changed.
+    `ScheduleError` says why not, and changes nothing."""
+    if schedule.enabled:
+        return False
+    try:
+        schedule.full_clean()
+    except ValidationError as error:
+        problems = "; ".join(
+            " ".join(messages) if name == NON_FIELD_ERRORS else f"{name}: {' '.join(messages)}"
+            for name, messages in error.message_dict.items()
+        )
+        raise ScheduleError(f"Schedule {schedule.pk} cannot be enabled: {problems}") from error
+    with transaction.atomic():
+        set_enabled(schedule, True)
+        if schedule.next_run_at is None:
+            raise ScheduleError(
+                f"Schedule {schedule.pk} cannot be enabled: it would never run again."
+            )
+    return True
+
+
+def set_enabled_by_id(ids: Collection[int], *, enabled: bool) -> list[tuple[Schedule, bool]]:
+    """Enable or disable the schedules `ids`: all of them, or none (`ScheduleError` says why).
+
+    None when an id is unknown, or when a schedule being enabled fails the admin form's
+    checks (its task is missing, its arguments no longer fit it, its single time is long
+    past) or would never run again (its end or its single time has passed). Each schedule
+    comes back with whether it changed.
+    """
+    wanted = sorted(set(ids))
+    with transaction.atomic():
+        schedules = list(Schedule.objects.select_for_update().filter(pk__in=wanted).order_by("pk"))
+        if unknown := sorted(set(wanted) - {schedule.pk for schedule in schedules}):
+            raise ScheduleError(f"No schedule with id {', '.join(map(str, unknown))}.")
+        changes = []
+        for schedule in schedules:
+            # Raised inside the transaction: the schedules enabled before it are not.
+            changed = enable(schedule) if enabled else set_enabled(schedule, False)
+            changes.append((schedule, changed))
+    return changes
+
+
+# --- for operators: commands, /health/, /metrics ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule as the console shows it."""
+
+    id: int
+    task: str
+    description: str
+    enabled: bool
+    broken: bool  # enabled, and its task is missing from the code
+    when: str  # in words
+    queue: str
+    next_run_at: dt.datetime | None
+    last_run_at: dt.datetime | None
+    run_count: int
+
+
+def schedule_overview(*, chunk_size: int = 1000) -> Iterator[ScheduleInfo]:
+    """Every schedule, by id, read in chunks."""
+    found: dict[str, bool] = {}  # one look-up per task name, not per schedule
+    for schedule in Schedule.objects.order_by("pk").iterator(chunk_size=chunk_size):
+        if schedule.task not in found:
+            found[schedule.task] = find_task(schedule.task) is not None
+        yield ScheduleInfo(
+            id=schedule.pk,
+            task=schedule.task,
+            description=schedule.description,
+            enabled=schedule.enabled,
+            broken=schedule.enabled and not found[schedule.task],
+            when=describe(schedule),
+            queue=schedule.queue,
+            next_run_at=schedule.next_run_at,
+            last_run_at=schedule.last_run_at,
+            run_count=schedule.run_count,
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleCounts:
+    """Schedules by state, each in one: `enabled` (the scheduler runs them), `disabled`, and
+    `broken` (enabled, but their task is missing from the code: see `broken_schedules`)."""
+
+    enabled: int = 0
+    disabled: int = 0
+    broken: int = 0
+    missing_tasks: tuple[str, ...] = ()  # the tasks of the broken ones
+
+
+def schedule_counts() -> ScheduleCounts:
+    """The schedules counted by state: one query, grouped by task."""
+    rows = list(Schedule.objects.order_by().values_list("enabled", "task").annotate(Count("pk")))
+    missing = missing_tasks(task for enabled, task, _ in rows if enabled)
+    gone = set(missing)
+    broken = sum(count for enabled, task, count in rows if enabled and task in gone)
+    return ScheduleCounts(
+        enabled=sum(count for enabled, _, count in rows if enabled) - broken,
+        disabled=sum(count for enabled, _, count in rows if not enabled),
+        broken=broken,
+        missing_tasks=tuple(missing),
+    )
+
+
+def overdue_seconds() -> float:
+    """How long the most overdue enabled schedule has waited past its next run, by the
+    database's clock (0 if none is due): how far behind the scheduler is. A second or two
+    when all is well; it grows while no worker serves the maintenance queue. One probe of
+    the scheduler's index."""
+    lag = (
+        Schedule.objects.filter(enabled=True, next_run_at__lte=Now())
+        .aggregate(lag=ExpressionWrapper(Now() - Min("next_run_at"), output_field=DurationField()))
+        .get("lag")
+    )
+    return lag.total_seconds() if lag is not None else 0.0

@@ -344,6 +344,11 @@ JOBS_METRICS_TOKEN = os.environ.get("JOBS_METRICS_TOKEN", "").strip()
 JOBS_METRICS_WINDOW_SECONDS = env_int(
     "JOBS_METRICS_WINDOW_SECONDS", JobsSettings.JOBS_METRICS_WINDOW_SECONDS.default
 )
+# Stored schedules: ticks due within this many seconds all run (a late scheduler leaves no
+# gap); older ones were missed by an outage and run once (catch_up) or not at all.
+JOBS_SCHEDULE_MISSED_AFTER_SECONDS = env_int(
+    "JOBS_SCHEDULE_MISSED_AFTER_SECONDS", JobsSettings.JOBS_SCHEDULE_MISSED_AFTER_SECONDS.default
+)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

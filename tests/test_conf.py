@@ -104,6 +104,7 @@ def test_jobs_settings__site_without_them_gets_the_defaults(
         "JOBS_METRICS_TOKEN": "",
         "JOBS_METRICS_WINDOW_SECONDS": 300,
         "JOBS_INSTALL_WORKER_EXTRAS": True,
+        "JOBS_SCHEDULE_MISSED_AFTER_SECONDS": 60,
     }
     call_command("check", "--fail-level", "WARNING")  # every default command exists
 
@@ -269,6 +270,12 @@ BAD_VALUES = [
         "a whole number of seconds from 10 to 86400",
     ),
     ("JOBS_INSTALL_WORKER_EXTRAS", "no", "it is a str, not a bool", "True or False"),
+    (
+        "JOBS_SCHEDULE_MISSED_AFTER_SECONDS",
+        0,
+        "it is below 1",
+        "a whole number of seconds from 1 to 86400",
+    ),
 ]
 
 

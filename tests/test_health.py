@@ -18,6 +18,7 @@ from procrastinate.contrib.django import app
 
 from jobs import health
 from jobs.testing import WorkerProcess
+from tests.schedule_rows import GONE, break_schedule, make_schedule
 
 HEALTH = "/health/"
 
@@ -42,8 +43,8 @@ def stale(worker_id: int) -> None:
 def test_health__anonymous_gets_the_status_only(
     client: Client, live_worker: int, django_assert_max_num_queries: Any
 ) -> None:
-    # The statement timeout, migrations, workers, and the savepoint around them.
-    with django_assert_max_num_queries(5):
+    # The statement timeout, migrations, workers, schedules, and the savepoint around them.
+    with django_assert_max_num_queries(6):
         response = client.get(HEALTH)
 
     assert response.status_code == 200
@@ -61,10 +62,12 @@ def test_health__ok_with_database_migrations_and_a_live_worker(
     body = response.json()
     assert body["status"] == "ok"
     assert body["failed"] == []
+    assert body["warnings"] == []
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["migrations"] == {"ok": True, "missing": []}
     assert body["checks"]["workers"]["live"] == 1
     assert body["checks"]["workers"]["newest_heartbeat_age_seconds"] < 60
+    assert body["checks"]["schedules"] == {"ok": True, "broken": 0, "missing_tasks": []}
 
 
 @pytest.mark.django_db
@@ -92,6 +95,46 @@ def test_health__503_with_no_worker_at_all(staff_client: Client) -> None:
 @pytest.mark.django_db
 def test_health__can_skip_the_workers(staff_client: Client) -> None:
     response = staff_client.get(HEALTH, {"skip": "workers"})
+
+    assert response.status_code == 200
+    assert set(response.json()["checks"]) == {"database", "migrations", "schedules"}
+
+
+@pytest.mark.django_db
+def test_health__a_broken_schedule_is_a_warning_not_a_failure(
+    client: Client, staff_client: Client, live_worker: int
+) -> None:
+    make_schedule()  # healthy
+    broken = make_schedule()
+    break_schedule(broken)
+    broken_but_disabled = make_schedule(enabled=False)
+    break_schedule(broken_but_disabled)
+
+    response = staff_client.get(HEALTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["failed"] == []
+    assert body["warnings"] == ["schedules"]
+    assert body["checks"]["schedules"] == {"ok": True, "broken": 1, "missing_tasks": [GONE]}
+    assert client.get(HEALTH).json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_health__healthy_schedules_warn_of_nothing(staff_client: Client, live_worker: int) -> None:
+    make_schedule()
+    make_schedule(enabled=False)
+
+    body = staff_client.get(HEALTH).json()
+
+    assert body["warnings"] == []
+    assert body["checks"]["schedules"] == {"ok": True, "broken": 0, "missing_tasks": []}
+
+
+@pytest.mark.django_db
+def test_health__can_skip_the_schedules(staff_client: Client, live_worker: int) -> None:
+    response = staff_client.get(HEALTH, {"skip": "schedules,workers"})
 
     assert response.status_code == 200
     assert set(response.json()["checks"]) == {"database", "migrations"}
@@ -182,7 +225,7 @@ def test_health__staff_see_why_the_database_is_unreachable(staff_user: User) -> 
     assert response.status_code == 503
     body = json.loads(response.content)
     assert body["status"] == "fail"
-    assert body["failed"] == ["database", "migrations", "workers"]
+    assert body["failed"] == ["database", "migrations", "workers", "schedules"]
     assert UNREACHABLE in body["checks"]["database"]["error"]
 
 

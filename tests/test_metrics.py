@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import OperationalError, connection
+from django.db.models.functions import Now
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.models import Schedule
 from tests.conftest import JobMaker
+from tests.schedule_rows import break_schedule, make_schedule
 
 METRICS = "/metrics/"
 TOKEN = "metrics-token-for-tests"
@@ -76,6 +80,30 @@ def test_metrics__waiting_and_running_jobs_and_workers(
     assert values[("pgjobs_oldest_waiting_seconds", (("queue", "mail"),))] >= 0
     assert values[("pgjobs_finished_jobs", (("status", "failed"),))] == 1
     assert values[("pgjobs_workers", (("state", "live"),))] == 1  # the one that fetched
+    for state in ("enabled", "disabled", "broken"):
+        assert values[("pgjobs_schedules", (("state", state),))] == 0
+    assert values[("pgjobs_schedules_overdue_seconds", ())] == 0
+
+
+@pytest.mark.django_db
+def test_metrics__schedules_by_state_and_the_most_overdue(client: Client, with_token: str) -> None:
+    on_time, late = make_schedule(), make_schedule(cron="30 4 * * *")
+    make_schedule(enabled=False)
+    broken = make_schedule()
+    break_schedule(broken)
+    broken_but_disabled = make_schedule(enabled=False)
+    break_schedule(broken_but_disabled)
+    # Due for 90 s and not yet taken, as when no worker serves the maintenance queue.
+    Schedule.objects.filter(pk=late.pk).update(next_run_at=Now() - dt.timedelta(seconds=90))
+    Schedule.objects.filter(pk=on_time.pk).update(next_run_at=Now() - dt.timedelta(seconds=5))
+
+    values = samples(client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"}))
+
+    assert values[("pgjobs_schedules", (("state", "enabled"),))] == 2
+    assert values[("pgjobs_schedules", (("state", "disabled"),))] == 2
+    assert values[("pgjobs_schedules", (("state", "broken"),))] == 1
+    # At least the 90 s (plus the statements between); in seconds, not milliseconds.
+    assert 90 <= values[("pgjobs_schedules_overdue_seconds", ())] < 3600
 
 
 def test_metrics__histograms_and_failures_of_a_busy_queue(

@@ -473,9 +473,25 @@ def test_schedule_actions__refuse_to_enable_a_broken_schedule(admin_client: Clie
     response = act(admin_client, "enable_schedules", broken)
 
     assert response.status_code == 200
-    assert any("the task is not in the code" in m for m in messages_of(response))
+    assert any("Left as they were" in m and "No task named" in m for m in messages_of(response))
     broken.refresh_from_db()
     assert broken.enabled is False
+    assert not LogEntry.objects.exists()
+
+
+def test_schedule_actions__refuse_to_enable_a_schedule_that_would_never_run_again(
+    admin_client: Client,
+) -> None:
+    ended = make_schedule(description="Ended", enabled=False)
+    Schedule.objects.filter(pk=ended.pk).update(
+        start_at=timezone.now() - dt.timedelta(days=3), end_at=timezone.now() - dt.timedelta(days=2)
+    )
+
+    response = act(admin_client, "enable_schedules", ended)
+
+    assert any("Left as they were" in m for m in messages_of(response))
+    ended.refresh_from_db()
+    assert ended.enabled is False
     assert not LogEntry.objects.exists()
 
 

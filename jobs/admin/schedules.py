@@ -372,22 +372,18 @@ class ScheduleAdmin(CheckedListAdmin[Schedule]):
 
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        changed, broken = [], []
+        changed, refused = [], []
         for schedule in queryset.order_by("pk"):
-            if schedules.is_broken(schedule):
-                broken.append(schedule)
-            elif schedules.set_enabled(schedule, True):
-                self.log_change(request, schedule, "Enabled.")
-                changed.append(schedule)
+            try:
+                if schedules.enable(schedule):
+                    self.log_change(request, schedule, "Enabled.")
+                    changed.append(schedule)
+            except schedules.ScheduleError as error:
+                schedule.enabled = False  # as stored: enable() changed nothing
+                refused.append(f"“{schedule}”: {error}")
         self.message_user(request, f"Enabled {plural(len(changed), 'schedule')}.")
-        if broken:
-            names = ", ".join(f"“{s}” ({s.task})" for s in broken)
-            self.message_user(
-                request,
-                f"Left as they were: {names}: the task is not in the code, so the schedule "
-                "would defer nothing. Name another task, or deploy the code that has it.",
-                messages.ERROR,
-            )
+        if refused:
+            self.message_user(request, "Left as they were: " + " ".join(refused), messages.ERROR)
 
     @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

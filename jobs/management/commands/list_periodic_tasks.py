@@ -5,17 +5,21 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from jobs.management.commands.list_schedules import write_schedules
 from jobs.periodic import periodic_overview
 
 
 class Command(BaseCommand):
-    help = "List periodic tasks: schedule in words, next run, last deferred run and its outcome."
+    help = (
+        "List everything that runs on its own: the periodic tasks declared in code, then the "
+        "stored schedules."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stdout.write(self.style.SQL_TABLE("Periodic tasks (declared in code, @app.periodic)"))
         overview = periodic_overview(now=timezone.now())
         if not overview:
             self.stdout.write("No periodic task is registered.")
-            return
         for item in overview:
             last = "never deferred"
             if item.last_run is not None:
@@ -25,3 +29,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  schedule:  {item.cron}  ({item.description}, UTC)")
             self.stdout.write(f"  next run:  {item.next_run:%Y-%m-%d %H:%M:%S} UTC")
             self.stdout.write(f"  last run:  {last}")
+
+        self.stdout.write("")
+        self.stdout.write(
+            self.style.SQL_TABLE("Stored schedules (in the database: the admin, list_schedules)")
+        )
+        write_schedules(self)
