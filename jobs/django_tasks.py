@@ -403,6 +403,11 @@ def register(task: AnyTask, backend: ProcrastinateBackend) -> None:
     _django_tasks[name] = task
 
 
+def django_task_named(name: str) -> AnyTask | None:
+    """The Django task registered as `name`, if any (importing nothing)."""
+    return _django_tasks.get(name)
+
+
 def find_django_task(name: str) -> AnyTask | None:
     """The Django task whose jobs are called `name`, importing its module if needed (and
     allowed: jobs.task_registry)."""

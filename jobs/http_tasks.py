@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -102,14 +103,28 @@ def _describe(annotation: Any) -> str:
     return _JSON_TYPES.get(origin or annotation, str(annotation))
 
 
+def task_function(
+    task: procrastinate_tasks.Task[Any, Any, Any],
+) -> tuple[Callable[..., Any], bool]:
+    """The function a task's arguments go to, and whether it takes a context first: for a
+    Django task, its own function, not the runner that procrastinate calls."""
+    from jobs.django_tasks import django_task_named
+
+    django_task = django_task_named(task.name)
+    if django_task is not None:
+        return django_task.func, django_task.takes_context
+    return task.func, task.pass_context
+
+
 def check_arguments(task: procrastinate_tasks.Task[Any, Any, Any], kwargs: dict[str, Any]) -> None:
     """Check `kwargs` against the task function's signature and simple type hints."""
-    signature = inspect.signature(task.func)
+    func, takes_context = task_function(task)
+    signature = inspect.signature(func)
     parameters = list(signature.parameters.values())
-    if task.pass_context:
+    if takes_context:
         parameters = parameters[1:]
     try:
-        hints = typing.get_type_hints(task.func)
+        hints = typing.get_type_hints(func)
     except Exception:  # an annotation that cannot be resolved: check names only
         hints = {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
@@ -133,10 +148,11 @@ def check_arguments(task: procrastinate_tasks.Task[Any, Any, Any], kwargs: dict[
 
 def describe_task(task: procrastinate_tasks.Task[Any, Any, Any]) -> dict[str, Any]:
     """A JSON description of a task for the registry endpoint."""
-    signature = inspect.signature(task.func)
-    parameters = list(signature.parameters.values())[1 if task.pass_context else 0 :]
+    func, takes_context = task_function(task)
+    signature = inspect.signature(func)
+    parameters = list(signature.parameters.values())[1 if takes_context else 0 :]
     try:
-        hints = typing.get_type_hints(task.func)
+        hints = typing.get_type_hints(func)
     except Exception:
         hints = {}
     arguments = []

@@ -1,0 +1,47 @@
+"""A stored schedule's arguments are checked against the function they go to."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from jobs.models import Schedule
+from tests import eager_django_tasks
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"a": 1, "c": 2}, "has no argument 'c'"),
+        ({"a": 1}, "Missing required argument 'b'"),
+        ({"a": "one", "b": 2}, "'a' must be"),
+    ],
+)
+def test_schedule_clean__a_django_tasks_arguments_are_its_functions(
+    kwargs: dict[str, object], message: str
+) -> None:
+    schedule = Schedule(task=eager_django_tasks.multiply.module_path, kwargs=kwargs, interval=5)
+
+    with pytest.raises(ValidationError) as raised:
+        schedule.full_clean()
+
+    assert any(message in text for text in raised.value.message_dict["kwargs"])
+
+
+def test_schedule_clean__a_django_task_with_its_arguments_is_accepted() -> None:
+    schedule = Schedule(
+        task=eager_django_tasks.multiply.module_path, kwargs={"a": 2, "b": 3}, interval=5
+    )
+
+    schedule.full_clean()
+
+
+def test_schedule_clean__a_task_taking_context_is_checked_past_the_context() -> None:
+    schedule = Schedule(
+        task=eager_django_tasks.fail_first_attempt.module_path, kwargs={"context": 1}, interval=5
+    )
+
+    with pytest.raises(ValidationError) as raised:
+        schedule.full_clean()
+
+    assert "kwargs" in raised.value.message_dict
