@@ -8,6 +8,9 @@ from django.core.exceptions import ValidationError
 from jobs.models import Schedule
 from tests import eager_django_tasks
 
+# full_clean() checks the unique constraints and the one-kind rule in the database.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
