@@ -4,8 +4,12 @@ procrastinate's `defer()` returns a job's id. Django's task API and the stored s
 need the time the job was deferred as the database recorded it (its "deferred" event, at the
 transaction's `now()`): `defer_jobs` runs procrastinate's `procrastinate_defer_jobs_v1`, the
 function behind its `defer_jobs` query, and returns both in the same round trip, for any
-number of jobs. It runs on the connector's sync connection: for procrastinate's Django
-connector, Django's connection, inside the caller's transaction.
+number of jobs.
+
+Always on Django's connection (procrastinate's database alias), inside the caller's
+transaction, through procrastinate's Django connector. Not through the app's connector: in a
+worker process that is the worker's own, whose connections commit each statement, so a job
+deferred by a task (or a scheduler tick) would stay when the task's transaction rolls back.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import Sequence
 from typing import LiteralString
 
 from procrastinate import exceptions
-from procrastinate.connector import BaseConnector
+from procrastinate.contrib.django import settings as procrastinate_settings
+from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.jobs import Job
 from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
 from procrastinate.types import JobToDefer
@@ -31,7 +36,11 @@ ORDER BY position
 """
 
 
-def defer_jobs(connector: BaseConnector, jobs: Sequence[Job]) -> list[tuple[int, dt.datetime]]:
+def django_connector() -> DjangoConnector:
+    return DjangoConnector(alias=procrastinate_settings.settings.DATABASE_ALIAS)
+
+
+def defer_jobs(jobs: Sequence[Job]) -> list[tuple[int, dt.datetime]]:
     """Defer `jobs` (procrastinate's, as `task.configure(...).job` makes them, with their
     `task_kwargs`) in one statement; their ids and deferred time, in order.
 
@@ -51,7 +60,7 @@ def defer_jobs(connector: BaseConnector, jobs: Sequence[Job]) -> list[tuple[int,
         for job in jobs
     ]
     try:
-        rows = connector.get_sync_connector().execute_query_all(query=DEFER_SQL, jobs=to_defer)
+        rows = django_connector().execute_query_all(query=DEFER_SQL, jobs=to_defer)
     except exceptions.UniqueViolation as exc:
         if exc.constraint_name == QUEUEING_LOCK_CONSTRAINT:
             raise exceptions.AlreadyEnqueued(

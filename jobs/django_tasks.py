@@ -304,7 +304,7 @@ class ProcrastinateBackend(BaseTaskBackend):
         else:
             # When the database says: `get_result()` reads that time back, and every time
             # of a result comes from the database's clock.
-            ((job_id, enqueued_at),) = defer_jobs(connector, [deferrer.make_new_job(**arguments)])
+            ((job_id, enqueued_at),) = defer_jobs([deferrer.make_new_job(**arguments)])
         call_args, call_kwargs = _call_arguments(arguments)
         result: TaskResult[P, R] = TaskResult(
             task=task,

@@ -41,7 +41,6 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import tasks as procrastinate_tasks
-from procrastinate.contrib.django import procrastinate_app
 from procrastinate.jobs import Job
 
 from jobs import schedule_times
@@ -327,19 +326,18 @@ def _job(schedule: Schedule, task: procrastinate_tasks.Task[Any, Any, Any]) -> J
 def _defer(jobs: list[Job]) -> list[tuple[int, dt.datetime] | None]:
     """Defer `jobs` in one statement; if a queueing lock is held, one by one, each in a
     savepoint, skipping the held ones (None)."""
-    connector = procrastinate_app.app.connector
     if not jobs:
         return []
     try:
         with transaction.atomic():
-            return list(defer_jobs(connector, jobs))
+            return list(defer_jobs(jobs))
     except procrastinate_exceptions.AlreadyEnqueued:
         pass
     results: list[tuple[int, dt.datetime] | None] = []
     for job in jobs:
         try:
             with transaction.atomic():
-                results.append(defer_jobs(connector, [job])[0])
+                results.append(defer_jobs([job])[0])
         except procrastinate_exceptions.AlreadyEnqueued:
             results.append(None)
     return results

@@ -3,6 +3,7 @@ import this module through PROCRASTINATE_IMPORT_PATHS: tests/conftest.py)."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.tasks import TaskContext, task
 
 
@@ -17,3 +18,11 @@ def fail_first_attempt(context: TaskContext) -> int:
     if context.attempt == 1:
         raise RuntimeError("first attempt fails")
     return context.attempt
+
+
+@task
+def enqueue_then_fail() -> None:
+    # A task's own transaction: the job it enqueues must go when the transaction does.
+    with transaction.atomic():
+        multiply.enqueue(1, 1)
+        raise RuntimeError("rolled back, with the job it enqueued")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs.testing import InMemoryQueue
 from tests import eager_django_tasks
@@ -66,3 +67,18 @@ def test_run_worker__runs_a_django_task(
     assert len(result.worker_ids) == 1
     line = f"Task id={result.id} path=tests.eager_django_tasks.multiply state=SUCCESSFUL"
     assert line in completed.stderr + completed.stdout
+
+
+def test_run_worker__a_task_enqueues_in_its_own_transaction(
+    run_worker: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = eager_django_tasks.enqueue_then_fail.enqueue()
+
+    run_worker()
+
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    # The worker's own connector commits each statement: the job must not go through it.
+    assert not ProcrastinateJob.objects.filter(
+        task_name=eager_django_tasks.multiply.module_path
+    ).exists()
