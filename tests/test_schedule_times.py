@@ -14,6 +14,7 @@ import zoneinfo
 from collections.abc import Iterator
 
 import pytest
+from croniter import croniter
 
 from jobs import schedule_times
 
@@ -206,6 +207,28 @@ def test_cron_ticks__six_fields_have_the_seconds_last() -> None:
         utc(2026, 5, 1, 12, 1, 0),
         utc(2026, 5, 1, 12, 1, 20),
     ]
+
+
+def test_cron_ticks__every_second_reads_few_wall_clock_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The next tick of an every-second line, far from a clock change, is found by reading
+    the next wall-clock time or so, not the thousands of seconds before `after`: the
+    scheduler asks it for each due schedule on each tick."""
+    read = 0
+    get_next = croniter.get_next
+
+    def counting(self: croniter, *args: object, **kwargs: object) -> object:
+        nonlocal read
+        read += 1
+        return get_next(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(croniter, "get_next", counting)
+
+    ticks = schedule_times.cron_ticks("* * * * * *", "Europe/Paris", after=utc(2026, 5, 1, 12))
+
+    assert next(ticks) == utc(2026, 5, 1, 12, 0, 1)
+    assert read <= 2
 
 
 def test_cron_ticks__every_second_through_fall_back_keeps_its_pace() -> None:
