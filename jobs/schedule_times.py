@@ -134,10 +134,12 @@ def interval_ticks(
     period = UNITS[unit] * every
     anchor = anchor.astimezone(dt.UTC)
     after = after.astimezone(dt.UTC)
-    tick = anchor if after < anchor else anchor + period * ((after - anchor) // period + 1)
-    while tick <= LAST_MOMENT:
-        yield tick
-        tick += period
+    steps = 0 if after < anchor else (after - anchor) // period + 1
+    # Counted from the end, not added up: a sum past year 9999 raises OverflowError.
+    room = LAST_MOMENT - anchor
+    while period * steps <= room:
+        yield anchor + period * steps
+        steps += 1
 
 
 def next_tick(ticks: Iterator[dt.datetime]) -> dt.datetime | None:

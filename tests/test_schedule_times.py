@@ -339,3 +339,19 @@ def test_interval_ticks__refuse_what_is_not_an_interval(every: int, unit: str) -
                 every, unit, anchor=utc(2026, 1, 1), after=utc(2026, 1, 1)
             )
         )
+
+
+def test_interval_ticks__stop_before_the_last_moment() -> None:
+    anchor = utc(9999, 12, 20)
+
+    ticks = list(schedule_times.interval_ticks(3, "days", anchor=anchor, after=anchor))
+
+    assert ticks == [utc(9999, 12, 23), utc(9999, 12, 26), utc(9999, 12, 29)]
+
+
+def test_interval_ticks__none_after_the_last_moment() -> None:
+    anchor = utc(9999, 1, 1)
+
+    ticks = schedule_times.interval_ticks(3000, "days", anchor=anchor, after=utc(9999, 6, 1))
+
+    assert list(ticks) == []
