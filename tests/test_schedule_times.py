@@ -221,7 +221,7 @@ def test_cron_ticks__every_second_reads_few_wall_clock_times(
     def counting(self: croniter, *args: object, **kwargs: object) -> object:
         nonlocal read
         read += 1
-        return get_next(self, *args, **kwargs)  # type: ignore[arg-type]
+        return get_next(self, *args, **kwargs)
 
     monkeypatch.setattr(croniter, "get_next", counting)
 
