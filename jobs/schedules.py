@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import tasks as procrastinate_tasks
@@ -358,9 +358,34 @@ def _run(due: list[Schedule], at: dt.datetime, report: TickReport) -> None:
         if schedule.once_at is not None and schedule.next_run_at is None:
             schedule.enabled = False  # a single time: done
     ScheduleRun.objects.bulk_create(runs)
-    Schedule.objects.bulk_update(due, ["next_run_at", "last_run_at", "run_count", "enabled"])
+    _move_on(due)
     report.deferred += len(runs)
     report.schedules += len(due)
+
+
+# Moves the scheduler's columns of a batch of schedules on, one array per column.
+MOVE_ON_SQL = """
+UPDATE jobs_schedule
+SET next_run_at = moved.next_run_at, last_run_at = moved.last_run_at,
+    run_count = moved.run_count, enabled = moved.enabled
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::integer[], %s::boolean[])
+    AS moved(id, next_run_at, last_run_at, run_count, enabled)
+WHERE jobs_schedule.id = moved.id
+"""
+
+
+def _move_on(due: list[Schedule]) -> None:
+    """Store the next run, last run, run count and enabled flag of `due` in one statement.
+
+    Not `bulk_update`: it writes a CASE branch per row and column, which for a batch of a
+    thousand schedules costs Django seconds to build and PostgreSQL a scan of a thousand
+    branches for each row.
+    """
+    columns = ("pk", "next_run_at", "last_run_at", "run_count", "enabled")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            MOVE_ON_SQL, [[getattr(schedule, name) for schedule in due] for name in columns]
+        )
 
 
 def run_now(schedule_id: int, *, requested_by: str = "") -> ScheduleRun:
