@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 import zoneinfo
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -21,8 +23,10 @@ from django.test.utils import CaptureQueriesContext
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import schedules
+from jobs.databases import connection_kwargs
 from jobs.models import Schedule, ScheduleRun
 from jobs.schedules import TickReport, run_due_schedules
+from jobs.testing import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -393,3 +397,73 @@ def test_run_due_schedules__more_than_a_batch_takes_a_few_more_statements() -> N
     three_batches = len(queries_of_a_tick(2500))
 
     assert three_batches == 3 * one_batch
+
+
+# --- saving while the scheduler runs --------------------------------------------------------
+
+
+def test_schedule_save__keeps_the_runs_a_tick_counted_meanwhile() -> None:
+    created = utc(2026, 5, 1, 12)
+    every_10s = schedule(
+        interval=10, interval_unit="seconds", created_at=created, waiting_from=created
+    )
+    loaded = Schedule.objects.get(pk=every_10s.pk)  # by code that edits it a moment later
+
+    run_due_schedules(now=created + 15 * SECOND)
+    loaded.description = "Renamed"
+    loaded.save()
+
+    every_10s.refresh_from_db()
+    assert every_10s.description == "Renamed"
+    assert every_10s.run_count == 1
+    assert every_10s.last_run_at is not None
+    assert every_10s.next_run_at == created + 20 * SECOND
+    assert (loaded.run_count, loaded.last_run_at) == (1, every_10s.last_run_at)
+
+
+def waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schedule_save__during_a_tick_does_not_bring_its_tick_back() -> None:
+    created = utc(2026, 5, 1, 12)
+    every_10s = schedule(
+        interval=10, interval_unit="seconds", created_at=created, waiting_from=created
+    )
+    errors: list[BaseException] = []
+
+    def edit() -> None:
+        try:
+            every_10s.description = "Renamed"
+            every_10s.save()
+        except BaseException as error:  # reported by the test, not lost in a thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    # A tick under way on a worker's connection: it holds the row, has deferred the tick
+    # of 12:00:10 and moved the schedule on, and has not committed yet.
+    with psycopg.connect(**connection_kwargs()) as tick:
+        tick.execute("SELECT id FROM jobs_schedule WHERE id = %s FOR UPDATE", [every_10s.pk])
+        tick.execute(
+            "UPDATE jobs_schedule SET next_run_at = %s, run_count = 1 WHERE id = %s",
+            [created + 20 * SECOND, every_10s.pk],
+        )
+        editor = threading.Thread(target=edit)
+        editor.start()
+        wait_until(waiting_for_a_lock, what="the save waiting for the tick's row")
+        tick.commit()
+    editor.join(timeout=30)
+
+    assert not errors
+    every_10s.refresh_from_db()
+    assert every_10s.description == "Renamed"
+    # Not 12:00:10 again, which the next tick would defer a second time.
+    assert every_10s.next_run_at == created + 20 * SECOND
+    assert every_10s.run_count == 1
