@@ -3,16 +3,22 @@
 The scheduler itself (`run_due_schedules`) is called here with an explicit `now`, as the
 periodic task would call it at that moment, stepping through days that hold a clock change.
 The jobs it defers are real rows of procrastinate's table (rolled back with each test).
-tests/test_schedules_workers.py proves the same with real worker processes.
+
+Then the same with real worker processes: each tick deferred once by three workers (and two
+more schedulers in the test), schedules created, edited and disabled while they run,
+workers killed in the middle of ticks, an outage, and both kinds of task run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import signal
 import threading
 import zoneinfo
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -20,13 +26,15 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import schedules
 from jobs.databases import connection_kwargs
-from jobs.models import Schedule, ScheduleRun
+from jobs.models import JobResult, Schedule, ScheduleRun
 from jobs.schedules import TickReport, run_due_schedules
-from jobs.testing import wait_until
+from jobs.testing import WorkerProcess, wait_until
+from tests.conftest import TEST_TASKS
 
 pytestmark = pytest.mark.django_db
 
@@ -467,3 +475,243 @@ def test_schedule_save__during_a_tick_does_not_bring_its_tick_back() -> None:
     # Not 12:00:10 again, which the next tick would defer a second time.
     assert every_10s.next_run_at == created + 20 * SECOND
     assert every_10s.run_count == 1
+
+
+# --- real worker processes ----------------------------------------------------------------
+# The scheduler is jobs.run_schedules, which procrastinate defers every second on the
+# "maintenance" queue: the workers below take that queue, and the queue of the scheduled
+# task when its jobs should run too.
+
+
+def runs_of(of: Schedule, *, due_after: dt.datetime | None = None) -> int:
+    found = ScheduleRun.objects.filter(schedule=of)
+    if due_after is not None:
+        found = found.filter(due_at__gt=due_after)
+    return found.count()
+
+
+def has_runs(of: Schedule, count: int) -> bool:
+    return runs_of(of) >= count
+
+
+def scheduler_runs_since(moment: dt.datetime) -> int:
+    """Ticks of the scheduler that started after `moment` and finished."""
+    return JobResult.objects.filter(
+        task_name="jobs.run_schedules", status="succeeded", started_at__gt=moment
+    ).count()
+
+
+def assert_each_tick_once(of: Schedule, step: dt.timedelta) -> list[dt.datetime]:
+    """Each tick of `of` deferred once, none skipped between its first and last, and as many
+    jobs as runs counted; its ticks."""
+    ticks = due_times(of)
+    doubled = sorted(tick for tick, count in Counter(ticks).items() if count > 1)
+    assert not doubled, f"ticks deferred more than once: {doubled}"
+    assert spacing(ticks) == {step}, f"ticks skipped: {ticks}"
+    of.refresh_from_db()
+    jobs = ProcrastinateJob.objects.filter(task_name=of.task, args=of.kwargs).count()
+    assert (of.run_count, jobs) == (len(ticks), len(ticks))
+    return ticks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduler__three_workers_defer_each_tick_once(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    workers = [
+        start_worker("--queues", "maintenance,tests", "--name", f"w{n}", **TEST_TASKS)
+        for n in range(3)
+    ]
+    by_interval = schedule(interval=1, interval_unit="seconds", kwargs={"n": 1})
+    by_cron = schedule(cron="* * * * * *", kwargs={"n": 2})
+    # Two more schedulers in this process, running tick after tick without pause: they
+    # meet each other, and the workers' ticks, on the same rows every second.
+    hammering = threading.Event()
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            while not hammering.is_set():
+                run_due_schedules()
+        except BaseException as error:  # reported by the test, not lost in a thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    hammers = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in hammers:
+        thread.start()
+    try:
+        for each in (by_interval, by_cron):
+            wait_until(partial(has_runs, each, 20), timeout=90, what=f"20 runs of {each}")
+    finally:
+        hammering.set()
+        for thread in hammers:
+            thread.join(timeout=30)
+    for each in (by_interval, by_cron):
+        schedules.set_enabled(each, False)
+    for worker in workers:
+        assert worker.stop() == 0
+
+    assert not errors
+    assert_each_tick_once(by_interval, SECOND)
+    assert_each_tick_once(by_cron, SECOND)
+    # Every job ran (the workers took the "tests" queue too); the scheduler's own ticks ran
+    # on more than one worker.
+    assert set(
+        ProcrastinateJob.objects.filter(task_name="tests.quick").values_list("status", flat=True)
+    ) <= {"succeeded", "todo"}
+    tickers = JobResult.objects.filter(task_name="jobs.run_schedules").values("worker_name")
+    assert len({row["worker_name"] for row in tickers}) >= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduler__created_edited_and_disabled_schedules_take_effect_without_a_restart(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    workers = [
+        start_worker("--queues", "maintenance,tests", "--name", f"w{n}", **TEST_TASKS)
+        for n in range(2)
+    ]
+    pids = [worker.process.pid for worker in workers]
+
+    # Created: the workers run it from its first tick, a second after it was saved.
+    every = schedule(interval=1, interval_unit="seconds", kwargs={"n": 3})
+    wait_until(lambda: runs_of(every) >= 3, timeout=15, what="the new schedule's runs")
+    assert due_times(every)[0] == every.created_at + SECOND
+
+    # Edited: every 3 seconds from its next tick on the new timing.
+    every.interval = 3
+    every.full_clean()
+    every.save()
+    edited_at = every.updated_at
+    wait_until(
+        lambda: runs_of(every, due_after=edited_at) >= 3, timeout=30, what="runs after the edit"
+    )
+    ticks = due_times(every)
+    before = [tick for tick in ticks if tick <= edited_at]
+    after = [tick for tick in ticks if tick > edited_at]
+    assert spacing(before) == {SECOND}
+    assert spacing(after) == {3 * SECOND}
+    assert after[0] - edited_at <= 3 * SECOND
+    assert {(tick - every.created_at) % (3 * SECOND) for tick in after} == {dt.timedelta(0)}
+
+    # Disabled: no run after it, through two more ticks of the scheduler.
+    schedules.set_enabled(every, False)
+    disabled_at = dt.datetime.now(dt.UTC)
+    runs_when_disabled = runs_of(every)
+    wait_until(lambda: scheduler_runs_since(disabled_at) >= 2, what="two scheduler ticks")
+
+    assert runs_of(every) == runs_when_disabled
+    every.refresh_from_db()
+    assert every.next_run_at is None
+    assert [worker.process.poll() for worker in workers] == [None, None]
+    assert [worker.process.pid for worker in workers] == pids
+
+
+def in_a_tick() -> bool:
+    """Whether another connection is inside a scheduler's transaction: it holds the row lock
+    mode that `SELECT ... FOR UPDATE` takes on the schedules' table until it ends."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks JOIN pg_class ON pg_class.oid = pg_locks.relation "
+            "WHERE pg_class.relname = 'jobs_schedule' AND pg_locks.mode = 'RowShareLock' "
+            "AND pg_locks.granted AND pg_locks.pid <> pg_backend_pid()"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduler__workers_killed_during_ticks_defer_nothing_twice(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    checked = schedule(cron="* * * * * *", kwargs={"n": 4})
+    # 200 more schedules every second, so that a tick's transaction lasts long enough to be
+    # caught. Their jobs are not run (no worker takes "tests").
+    Schedule.objects.bulk_create(
+        Schedule(
+            task="tests.quick",
+            kwargs={"n": 1000 + n},
+            cron="* * * * * *",
+            next_run_at=checked.next_run_at,
+        )
+        for n in range(200)
+    )
+
+    for round_ in range(3):
+        worker = start_worker("--queues", "maintenance", "--name", f"killed{round_}", **TEST_TASKS)
+        runs_before = runs_of(checked)
+        wait_until(partial(has_runs, checked, runs_before + 2), what="ticks of this worker")
+        # Killed in the middle of a tick: its transaction holds rows and has deferred jobs.
+        wait_until(in_a_tick, what="a tick's transaction under way")
+        worker.stop(signal.SIGKILL)
+
+    last = start_worker("--queues", "maintenance", "--name", "last", **TEST_TASKS)
+    runs_before = runs_of(checked)
+    wait_until(lambda: runs_of(checked) >= runs_before + 3, what="ticks after the kills")
+    Schedule.objects.update(enabled=False, next_run_at=None)
+    assert last.stop() == 0
+
+    assert_each_tick_once(checked, SECOND)
+    pairs = list(ScheduleRun.objects.values_list("schedule_id", "due_at"))
+    assert len(pairs) == len(set(pairs)), "a tick of a schedule deferred twice"
+    assert ProcrastinateJob.objects.filter(task_name="tests.quick").count() == len(pairs)
+    assert sum(Schedule.objects.values_list("run_count", flat=True)) == len(pairs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduler__after_an_outage_a_worker_catches_up_once_or_waits(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    created = timezone.now() - dt.timedelta(hours=5, minutes=30)
+    catching_up = schedule(interval=1, interval_unit="hours", created_at=created, kwargs={"n": 5})
+    waiting = schedule(
+        interval=1, interval_unit="hours", created_at=created, kwargs={"n": 6}, catch_up=False
+    )
+    next_tick = created + dt.timedelta(hours=6)
+    assert catching_up.next_run_at == waiting.next_run_at == next_tick
+    # No worker ran for the last four and a half hours: both still wait for the tick of
+    # then (older than JOBS_SCHEDULE_MISSED_AFTER_SECONDS), and the four ticks after it.
+    missed = created + dt.timedelta(hours=1)
+    Schedule.objects.update(next_run_at=missed)
+
+    worker = start_worker("--queues", "maintenance", "--name", "back", **TEST_TASKS)
+    wait_until(
+        lambda: set(Schedule.objects.values_list("next_run_at", flat=True)) == {next_tick},
+        what="both schedules moved on",
+    )
+    assert worker.stop() == 0
+
+    assert due_times(catching_up) == [missed]
+    assert due_times(waiting) == []
+    catching_up.refresh_from_db()
+    assert catching_up.run_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduler__runs_procrastinate_and_django_tasks(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    now = timezone.now()
+    procrastinate_task = schedule(once_at=now, kwargs={"n": 7})
+    django_task = schedule(
+        once_at=now, task="tests.eager_django_tasks.multiply", kwargs={"a": 6, "b": 7}
+    )
+
+    worker = start_worker("--queues", "maintenance,tests,default", **TEST_TASKS)
+    wait_until(
+        lambda: (
+            JobResult.objects.filter(
+                task_name__in=[procrastinate_task.task, django_task.task], status="succeeded"
+            ).count()
+            == 2
+        ),
+        what="both jobs run",
+    )
+    assert worker.stop() == 0
+
+    for once, value in ((procrastinate_task, 7), (django_task, 42)):
+        run = ScheduleRun.objects.get(schedule=once)
+        assert JobResult.objects.get(job_id=run.job_id).return_value == value
+        once.refresh_from_db()
+        assert (once.enabled, once.next_run_at, once.run_count) == (False, None, 1)
