@@ -104,12 +104,22 @@ def _describe(annotation: Any) -> str:
 
 def check_arguments(task: procrastinate_tasks.Task[Any, Any, Any], kwargs: dict[str, Any]) -> None:
     """Check `kwargs` against the task function's signature and simple type hints."""
-    signature = inspect.signature(task.func)
+    check_function_arguments(
+        task.func, kwargs, task_name=task.name, takes_context=task.pass_context
+    )
+
+
+def check_function_arguments(
+    func: Any, kwargs: dict[str, Any], *, task_name: str, takes_context: bool
+) -> None:
+    """Check `kwargs` against `func`'s signature and simple type hints (its first parameter
+    left out when it `takes_context`); `task_name` names the task in the messages."""
+    signature = inspect.signature(func)
     parameters = list(signature.parameters.values())
-    if task.pass_context:
+    if takes_context:
         parameters = parameters[1:]
     try:
-        hints = typing.get_type_hints(task.func)
+        hints = typing.get_type_hints(func)
     except Exception:  # an annotation that cannot be resolved: check names only
         hints = {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
@@ -120,7 +130,7 @@ def check_arguments(task: procrastinate_tasks.Task[Any, Any, Any], kwargs: dict[
     }
     for name in kwargs:
         if name not in named and not accepts_any:
-            raise ArgumentError(f"kwargs.{name}", f"{task.name} has no argument {name!r}.")
+            raise ArgumentError(f"kwargs.{name}", f"{task_name} has no argument {name!r}.")
     for name, parameter in named.items():
         if name not in kwargs:
             if parameter.default is inspect.Parameter.empty:

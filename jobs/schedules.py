@@ -196,8 +196,8 @@ def _check_kwargs(
     task: procrastinate_tasks.Task[Any, Any, Any] | None,
     add: Any,
 ) -> None:
-    from jobs.django_tasks import check_jsonb
-    from jobs.http_tasks import ArgumentError, check_arguments
+    from jobs.django_tasks import check_jsonb, find_django_task
+    from jobs.http_tasks import ArgumentError, check_arguments, check_function_arguments
 
     if not isinstance(schedule.kwargs, dict):
         add("kwargs", 'A JSON object of keyword arguments, such as {} or {"user_id": 3}.')
@@ -207,11 +207,22 @@ def _check_kwargs(
     except (TypeError, ValueError) as error:
         add("kwargs", str(error))
         return
-    if task is not None:
-        try:
+    if task is None:
+        return
+    # A Django task's job runs a wrapper that takes any keyword: check its own function.
+    django_task = find_django_task(schedule.task)
+    try:
+        if django_task is not None:
+            check_function_arguments(
+                django_task.func,
+                schedule.kwargs,
+                task_name=schedule.task,
+                takes_context=django_task.takes_context,
+            )
+        else:
             check_arguments(task, schedule.kwargs)
-        except ArgumentError as error:
-            add("kwargs", str(error))
+    except ArgumentError as error:
+        add("kwargs", str(error))
 
 
 # --- in words ----------------------------------------------------------------------------------

@@ -354,6 +354,42 @@ def test_validate_schedule__an_interval_from_the_end_of_time_would_never_run() -
     assert raised.value.message_dict == {"interval": ["This schedule would never run."]}
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"a": 6}, "Missing required argument 'b'."),
+        ({"a": 6, "b": 7, "c": 8}, "has no argument 'c'."),
+        ({"a": 6, "b": "seven"}, "'b' must be an integer."),
+    ],
+)
+def test_validate_schedule__a_django_tasks_arguments_are_checked_against_its_function(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    product = Schedule(
+        task="tests.eager_django_tasks.multiply", kwargs=kwargs, interval=1, interval_unit="hours"
+    )
+
+    with pytest.raises(ValidationError) as raised:
+        product.full_clean()
+
+    assert list(raised.value.message_dict) == ["kwargs"]
+    assert message in raised.value.message_dict["kwargs"][0]
+
+
+def test_validate_schedule__a_django_task_with_its_context() -> None:
+    retried = Schedule(
+        task="tests.eager_django_tasks.fail_first_attempt",
+        kwargs={},
+        interval=1,
+        interval_unit="hours",
+    )
+    retried.full_clean()
+
+    retried.kwargs = {"context": 1}
+    with pytest.raises(ValidationError, match="has no argument 'context'"):
+        retried.full_clean()
+
+
 # --- bounded cost -----------------------------------------------------------------------
 
 
