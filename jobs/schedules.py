@@ -39,7 +39,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import tasks as procrastinate_tasks
-from procrastinate.contrib.django import procrastinate_app
+from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.jobs import Job
 
 from jobs import schedule_times
@@ -300,8 +300,15 @@ def _job(schedule: Schedule, task: procrastinate_tasks.Task[Any, Any, Any]) -> J
 
 def _defer(jobs: list[Job]) -> list[tuple[int, dt.datetime] | None]:
     """Defer `jobs` in one statement; if a queueing lock is held, one by one, each in a
-    savepoint, skipping the held ones (None)."""
-    connector = procrastinate_app.app.connector
+    savepoint, skipping the held ones (None).
+
+    Always on Django's connection, inside the caller's transaction, through procrastinate's
+    Django connector. In a worker, procrastinate's app has the worker's own connector
+    instead, whose connections commit each statement: the jobs of a tick that then failed
+    or was killed would stay while its runs and next run were rolled back, and the next
+    tick would defer them again.
+    """
+    connector = DjangoConnector()
     if not jobs:
         return []
     try:

@@ -24,9 +24,11 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from procrastinate.contrib.django import app
+from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import schedules
@@ -441,6 +443,37 @@ def test_run_due_schedules__more_than_a_batch_takes_a_few_more_statements() -> N
     three_batches = len(queries_of_a_tick(2500))
 
     assert three_batches == 3 * one_batch
+
+
+class TickFailed(Exception):
+    pass
+
+
+def failing_tick(now: dt.datetime) -> None:
+    """A tick whose transaction ends without a commit (its worker killed, say)."""
+    with transaction.atomic():
+        run_due_schedules(now=now)
+        raise TickFailed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_due_schedules__on_a_workers_connector_jobs_commit_with_the_tick() -> None:
+    created = utc(2026, 5, 1, 12)
+    every_10s = schedule(
+        interval=10, interval_unit="seconds", created_at=created, waiting_from=created
+    )
+
+    # What `manage.py procrastinate worker` gives procrastinate's app: its own connections.
+    assert isinstance(app.connector, DjangoConnector)
+    workers_connector = app.connector.get_worker_connector()
+    with app.replace_connector(workers_connector), app.open(), pytest.raises(TickFailed):
+        failing_tick(created + 15 * SECOND)
+
+    # Nothing stays of the tick: the next one defers its job, once.
+    assert ProcrastinateJob.objects.count() == 0
+    assert due_times(every_10s) == []
+    every_10s.refresh_from_db()
+    assert every_10s.next_run_at == created + 10 * SECOND
 
 
 # --- saving while the scheduler runs --------------------------------------------------------
