@@ -119,6 +119,14 @@ def task_function(
 def check_arguments(task: procrastinate_tasks.Task[Any, Any, Any], kwargs: dict[str, Any]) -> None:
     """Check `kwargs` against the task function's signature and simple type hints."""
     func, takes_context = task_function(task)
+    check_function_arguments(func, kwargs, task_name=task.name, takes_context=takes_context)
+
+
+def check_function_arguments(
+    func: Any, kwargs: dict[str, Any], *, task_name: str, takes_context: bool
+) -> None:
+    """Check `kwargs` against `func`'s signature and simple type hints (its first parameter
+    left out when it `takes_context`); `task_name` names the task in the messages."""
     signature = inspect.signature(func)
     parameters = list(signature.parameters.values())
     if takes_context:
@@ -135,7 +143,7 @@ def check_arguments(task: procrastinate_tasks.Task[Any, Any, Any], kwargs: dict[
     }
     for name in kwargs:
         if name not in named and not accepts_any:
-            raise ArgumentError(f"kwargs.{name}", f"{task.name} has no argument {name!r}.")
+            raise ArgumentError(f"kwargs.{name}", f"{task_name} has no argument {name!r}.")
     for name, parameter in named.items():
         if name not in kwargs:
             if parameter.default is inspect.Parameter.empty:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Value
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -281,11 +281,25 @@ class Schedule(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         from jobs.schedules import next_run_on_save
 
-        self.next_run_at = next_run_on_save(self)
         update_fields = kwargs.get("update_fields")
-        if update_fields is not None:
-            kwargs["update_fields"] = {*update_fields, "next_run_at"}
-        super().save(*args, **kwargs)
+        with transaction.atomic():
+            if self.pk is not None:
+                # Hold the row as the scheduler does: a tick running now finishes first, and
+                # none starts before this save commits. Its counts are the row's: this copy
+                # may have been loaded before a tick ran.
+                counted = (
+                    Schedule.objects.select_for_update()
+                    .filter(pk=self.pk)
+                    .values("last_run_at", "run_count")
+                    .first()
+                )
+                for name, value in (counted or {}).items():
+                    if update_fields is None or name not in update_fields:
+                        setattr(self, name, value)
+            self.next_run_at = next_run_on_save(self)
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "next_run_at"}
+            super().save(*args, **kwargs)
 
     def clean(self) -> None:
         from jobs.schedules import validate_schedule

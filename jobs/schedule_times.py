@@ -78,10 +78,7 @@ def cron_ticks(cron: str, zone: str, *, after: dt.datetime) -> Iterator[dt.datet
     # A line that runs every hour keeps its pace through the hour shown twice.
     hourly = fields[1] == "*"
     after = after.astimezone(dt.UTC)
-    # Start from the wall-clock time of `after`, a few hours early: a wall-clock time shown
-    # twice maps to its first occurrence, which may lie before `after` on the second pass.
-    start = after.astimezone(tz).replace(tzinfo=None) - dt.timedelta(hours=3)
-    wall_clock = croniter(" ".join(fields), start)
+    wall_clock = croniter(" ".join(fields), _wall_clock_start(after, tz))
     previous = after
     repeated: list[dt.datetime] = []  # second occurrences still to come, in order
     while True:
@@ -108,6 +105,26 @@ def cron_ticks(cron: str, zone: str, *, after: dt.datetime) -> Iterator[dt.datet
             yield instant
 
 
+# The most a clock change moves a wall clock, with room to spare (DST moves it by an hour).
+CLOCK_CHANGE_REACH = dt.timedelta(hours=3)
+
+
+def _wall_clock_start(after: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The wall-clock time from which to read a line's times to find its ticks after `after`.
+
+    Near a clock change, a few hours early: the tick of a wall-clock time shown twice (its
+    second occurrence, in an hourly line) or skipped (02:30, run at 03:30) can come after
+    `after` while the wall-clock time it names comes before `after`'s. Elsewhere, `after`'s
+    own: walking hours of wall-clock times costs a line with seconds thousands of steps, for
+    each due schedule on each tick of the scheduler.
+    """
+    wall = after.astimezone(tz).replace(tzinfo=None)
+    hour = dt.timedelta(hours=1)
+    hours = int(CLOCK_CHANGE_REACH / hour) + 1
+    offsets = {(after + n * hour).astimezone(tz).utcoffset() for n in range(-hours, hours + 1)}
+    return wall - CLOCK_CHANGE_REACH if len(offsets) > 1 else wall
+
+
 def interval_ticks(
     every: int, unit: str, *, anchor: dt.datetime, after: dt.datetime
 ) -> Iterator[dt.datetime]:
@@ -117,10 +134,12 @@ def interval_ticks(
     period = UNITS[unit] * every
     anchor = anchor.astimezone(dt.UTC)
     after = after.astimezone(dt.UTC)
-    tick = anchor if after < anchor else anchor + period * ((after - anchor) // period + 1)
-    while tick <= LAST_MOMENT:
-        yield tick
-        tick += period
+    steps = 0 if after < anchor else (after - anchor) // period + 1
+    # Counted from the end, not added up: a sum past year 9999 raises OverflowError.
+    room = LAST_MOMENT - anchor
+    while period * steps <= room:
+        yield anchor + period * steps
+        steps += 1
 
 
 def next_tick(ticks: Iterator[dt.datetime]) -> dt.datetime | None:
