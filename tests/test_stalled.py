@@ -417,7 +417,7 @@ def test_recover_stalled_jobs_task__recovers_a_recovery_whose_worker_died(
 def test_recover_stalled_jobs_task__runs_ahead_of_a_backlog(
     job_runs: JobRuns, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    arguments: list[JSONDict] = [{"n": n, "hold": 0.1} for n in range(30)]
+    arguments: list[JSONDict] = [{"n": n, "hold": 0.1} for n in range(60)]
     backlog = record_run.batch_defer(*arguments)
     # As it starts, the worker's scheduler defers the minute's recovery: after the backlog.
     start_worker("--queues", "tests,maintenance", **TEST_TASKS)
