@@ -3,24 +3,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import tempfile
 from argparse import ArgumentTypeError
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
+from django.core.management.base import BaseCommand, CommandParser
 
 from bench import worker_tasks
 from bench.chart import write_chart
 from bench.job_figures import run_all
-from bench.scratch import ScratchDatabase, scratch_database
+from bench.scratch import measure_in_scratch_database, require_scratch_database
 from jobs.management.arguments import seconds, whole_number
-
-SCRATCH_SUFFIX = "_bench_jobs"
 
 
 def kind_list(value: str) -> list[str]:
@@ -81,16 +75,9 @@ class Command(BaseCommand):
         if options["measure_into"]:
             self._measure(options)
             return
-        name = f"{connection.settings_dict['NAME']}{SCRATCH_SUFFIX}"
-        self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
-        with tempfile.TemporaryDirectory() as scratch_dir:
-            figures_file = Path(scratch_dir) / "figures.json"
-            try:
-                with scratch_database(name, keep=options["keep"]) as database:
-                    self._run_child(database, options, figures_file)
-            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-                raise CommandError(str(exc)) from exc
-            figures = json.loads(figures_file.read_text())
+        figures = measure_in_scratch_database(
+            "bench_jobs", self._forwarded(options), keep=options["keep"], log=self.stdout.write
+        )
         output: Path = options["output"]
         output.mkdir(parents=True, exist_ok=True)
         (output / "figures.json").write_text(json.dumps(figures, indent=2))
@@ -98,8 +85,9 @@ class Command(BaseCommand):
         self._report(figures)
         self.stdout.write(f"Figures: {output / 'figures.json'}; chart: {output / 'chart.png'}")
 
-    def _run_child(self, database: ScratchDatabase, options: dict[str, Any], into: Path) -> None:
-        forwarded = [
+    def _forwarded(self, options: dict[str, Any]) -> list[str]:
+        """The options of this run, for the measuring process."""
+        return [
             "--jobs", str(options["jobs"]), "--kinds", ",".join(options["kinds"]),
             "--repeat", str(options["repeat"]),
             "--processes", str(options["processes"]), "--concurrency", str(options["concurrency"]),
@@ -108,18 +96,10 @@ class Command(BaseCommand):
             "--polling-latency-count", str(options["polling_latency_count"]),
             "--poll-interval", str(options["poll_interval"]),
             "--requests", str(options["requests"]), "--soak", str(options["soak"]),
-            "--measure-into", str(into),
         ]  # fmt: skip
-        subprocess.run(
-            [sys.executable, "-m", "django", "bench_jobs", *forwarded],
-            cwd=settings.BASE_DIR,
-            env=database.environment(),
-            check=True,
-        )
 
     def _measure(self, options: dict[str, Any]) -> None:
-        if not str(connection.settings_dict["NAME"]).endswith(SCRATCH_SUFFIX):
-            raise CommandError("--measure-into runs only against the benchmark's scratch database.")
+        require_scratch_database("bench_jobs")
         # This process defers thousands of jobs; a log line for each says nothing useful.
         procrastinate_logger = logging.getLogger("procrastinate")
         level = procrastinate_logger.level

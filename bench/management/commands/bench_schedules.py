@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
 
 from bench import schedule_lag
-from bench.scratch import ScratchDatabase, scratch_database
+from bench.scratch import measure_in_scratch_database, require_scratch_database
 from jobs.management.arguments import whole_number
-
-SCRATCH_SUFFIX = "_bench_schedules"
 
 
 class Command(BaseCommand):
@@ -52,16 +46,9 @@ class Command(BaseCommand):
         if options["measure_into"]:
             self._measure(options)
             return
-        name = f"{connection.settings_dict['NAME']}{SCRATCH_SUFFIX}"
-        self.stdout.write(f"Scratch database {name!r}: creating and migrating...")
-        with tempfile.TemporaryDirectory() as scratch_dir:
-            figures_file = Path(scratch_dir) / "figures.json"
-            try:
-                with scratch_database(name, keep=options["keep"]) as database:
-                    self._run_child(database, options, figures_file)
-            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-                raise CommandError(str(exc)) from exc
-            figures = json.loads(figures_file.read_text())
+        figures = measure_in_scratch_database(
+            "bench_schedules", self._forwarded(options), keep=options["keep"], log=self.stdout.write
+        )
         output: Path = options["output"]
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(figures, indent=2))
@@ -70,22 +57,15 @@ class Command(BaseCommand):
         if problems := schedule_lag.check(figures):
             raise CommandError("; ".join(problems))
 
-    def _run_child(self, database: ScratchDatabase, options: dict[str, Any], into: Path) -> None:
-        forwarded = [
+    def _forwarded(self, options: dict[str, Any]) -> list[str]:
+        """The options of this run, for the measuring process."""
+        return [
             "--schedules", str(options["schedules"]), "--rounds", str(options["rounds"]),
             "--every", str(options["every"]), "--workers", str(options["workers"]),
-            "--measure-into", str(into),
         ]  # fmt: skip
-        subprocess.run(
-            [sys.executable, "-m", "django", "bench_schedules", *forwarded],
-            cwd=settings.BASE_DIR,
-            env=database.environment(),
-            check=True,
-        )
 
     def _measure(self, options: dict[str, Any]) -> None:
-        if not str(connection.settings_dict["NAME"]).endswith(SCRATCH_SUFFIX):
-            raise CommandError("--measure-into runs only against the benchmark's scratch database.")
+        require_scratch_database("bench_schedules")
 
         def log(line: str) -> None:
             self.stdout.write(line)
