@@ -46,7 +46,14 @@ from django.tasks import DEFAULT_TASK_QUEUE_NAME, Task, TaskContext, TaskResult,
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.tasks.signals import (
+    log_task_enqueued,
+    log_task_finished,
+    log_task_started,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
 from django.utils import timezone
 from django.utils.json import normalize_json
 from procrastinate import RetryStrategy
@@ -425,7 +432,8 @@ def _call_arguments(job_kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, An
 def _sync_runner(task: AnyTask) -> Callable[..., Any]:
     def run(job_context: procrastinate_job_context.JobContext, /, **job_kwargs: Any) -> Any:
         args, kwargs = _call_arguments(job_kwargs)
-        result = _running_result(task, job_context, args, kwargs, _read_attempts(job_context))
+        attempts = _read_attempts(job_context) if _history_wanted(task, job_context) else NO_HISTORY
+        result = _running_result(task, job_context, args, kwargs, attempts)
         _keep_eager(job_context, result)
         send_robust(task_started, result)
         try:
@@ -450,7 +458,9 @@ def _sync_runner(task: AnyTask) -> Callable[..., Any]:
 def _async_runner(task: AnyTask) -> Callable[..., Any]:
     async def run(job_context: procrastinate_job_context.JobContext, /, **job_kwargs: Any) -> Any:
         args, kwargs = _call_arguments(job_kwargs)
-        attempts = await _aread_attempts(job_context)
+        attempts = (
+            await _aread_attempts(job_context) if _history_wanted(task, job_context) else NO_HISTORY
+        )
         result = _running_result(task, job_context, args, kwargs, attempts)
         _keep_eager(job_context, result)
         await asend_robust(task_started, result)
@@ -504,6 +514,10 @@ class _Attempts:
             log = json.loads(log)
         log = list(log or [])
         return cls(enqueued_at, started_at, _errors(log), _worker_ids(log))
+
+
+# What a running attempt's result says when nothing will read its history (_history_wanted).
+NO_HISTORY = _Attempts(None, None, [], [])
 
 
 def _read_attempts(job_context: procrastinate_job_context.JobContext) -> _Attempts:
@@ -634,8 +648,33 @@ def send_robust(signal: Signal, result: AnyResult) -> None:
 
 
 async def asend_robust(signal: Signal, result: AnyResult) -> None:
+    if _only_django_loggers(signal):
+        # Django's own receivers only log: called here, on the event loop, rather than on
+        # a thread (each thread hop costs an async no-op task a tenth of its run).
+        send_robust(signal, result)
+        return
     responses = await signal.asend_robust(sender=ProcrastinateBackend, task_result=result)
     _log_failures(signal, responses)
+
+
+# Django's receivers of its task signals: each logs a line, and reads only the result's id,
+# task path, status and backend.
+DJANGO_LOGGERS = frozenset({log_task_enqueued, log_task_started, log_task_finished})
+
+
+def _only_django_loggers(signal: Signal) -> bool:
+    sync_receivers, async_receivers = signal._live_receivers(ProcrastinateBackend)
+    return not async_receivers and all(r in DJANGO_LOGGERS for r in sync_receivers)
+
+
+def _history_wanted(task: AnyTask, job_context: procrastinate_job_context.JobContext) -> bool:
+    """Whether anything will look at the running attempt's earlier errors, workers and
+    enqueue time: the task's context, or a receiver of the worker's signals other than
+    Django's loggers (or eager mode, which keeps the results themselves, in memory). If
+    not, the attempt skips the query that reads them."""
+    if task.takes_context or isinstance(job_context.app.connector, InMemoryConnector):
+        return True
+    return not (_only_django_loggers(task_started) and _only_django_loggers(task_finished))
 
 
 def _log_failures(signal: Signal, responses: list[tuple[Any, Any]]) -> None:
