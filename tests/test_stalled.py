@@ -433,5 +433,10 @@ def test_recover_stalled_jobs_task__runs_ahead_of_a_backlog(
     # started in between (the one that fetch had taken as the recovery was deferred).
     events = dict(ProcrastinateEvent.objects.filter(job_id=recovery.id).values_list("type", "id"))
     backlog_started = ProcrastinateEvent.objects.filter(job_id__in=backlog, type="started")
-    assert backlog_started.filter(id__gt=events["started"]).exists()  # there was a backlog
+    # There was a backlog: a job of it starts after the recovery did (the recovery may end
+    # before the worker takes the next one, so wait for that start rather than look once).
+    wait_until(
+        lambda: backlog_started.filter(id__gt=events["started"]).exists(),
+        what="a backlog job started after the recovery",
+    )
     assert backlog_started.filter(id__gt=events["deferred"], id__lt=events["started"]).count() <= 1
