@@ -26,6 +26,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from jobs import schedules
 from jobs.admin.schedules import RUN_NOW_LIMIT, RUNS_PER_PAGE, ScheduleAdmin, ScheduleForm
 from jobs.models import Schedule, ScheduleRun
+from jobs.testing import wait_until
 from tests import eager_django_tasks  # a Django task: registered as its module is imported
 
 pytestmark = pytest.mark.django_db
@@ -674,7 +675,12 @@ def test_schedule_admin__list_and_page_in_chromium(
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
 
     assert browser.current_url.endswith(LIST_URL)
-    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    # The URL changes as the redirect starts: wait for the list itself.
+    rows = wait_until(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr"),
+        timeout=15,
+        what="the schedule list",
+    )
     assert len(rows) == 2
     assert "broken" in browser.find_element(By.CSS_SELECTOR, "#result_list").text
     assert "jobs.run_schedules" in browser.find_element(By.ID, "periodic-tasks-section").text
