@@ -586,10 +586,10 @@ def _errors(log: list[dict[str, Any]]) -> list[TaskError]:
 
 
 def _worker_ids(log: list[dict[str, Any]]) -> list[str]:
-    return [worker_label(entry.get("worker_id"), entry.get("worker_name")) for entry in log]
+    return [worker_label(entry.get("worker_id")) for entry in log]
 
 
-def worker_label(worker_id: object, worker_name: object = None) -> str:
+def worker_label(worker_id: object) -> str:
     """How a result names the worker of an attempt: procrastinate's id of the worker, unique
     per worker process (its name, if it has one, is in the attempt's log entry)."""
     return str(worker_id) if worker_id is not None else "?"
@@ -618,7 +618,7 @@ def _running_result(
         errors=attempts.errors,
         worker_ids=[
             *attempts.worker_ids,
-            worker_label(job.worker_id, job_context.worker_name),
+            worker_label(job.worker_id),
         ],
     )
 
@@ -726,7 +726,7 @@ def _stored_result(backend: ProcrastinateBackend, job_id: int, row: tuple[Any, .
     args, kwargs = _call_arguments(job_args or {})
     worker_ids = _worker_ids(log)
     if status == "doing":
-        worker_ids.append(worker_label(worker_id, None))
+        worker_ids.append(worker_label(worker_id))
     django_status = STATUSES.get(status, TaskResultStatus.FAILED)
     finished = django_status in {TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED}
     result: AnyResult = TaskResult(
