@@ -85,6 +85,13 @@ LONGEST_PAUSE = 2.0
 LISTEN_CHECK_INTERVAL = 30.0
 # The statements with which procrastinate's worker records that a job ended.
 JOB_END_QUERIES = frozenset({sql.queries["finish_job"], sql.queries["retry_job"]})
+# procrastinate's statement that records a job's end, when the job is deleted as it ends
+# (`--delete-jobs`), telling the database how it ended first: the trigger that counts the
+# jobs of a batch (migration jobs.0010) reads it, the job's row being gone.
+FINISH_AND_DELETE_JOB: LiteralString = (
+    "SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, %(delete_job)s) "
+    "FROM (SELECT set_config('jobs.deleted_job_status', %(status)s, true)) AS hint"
+)
 # The wake-up `listen_notify` delivers besides the database's notifications: what
 # procrastinate's trigger sends when a job is inserted (the worker reads "type" only), with
 # a job id the trigger never sends. See ReconnectingPsycopgConnector.
@@ -247,7 +254,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         extra = None
         if query in JOB_END_QUERIES:
             extra = self._with_job_end.pop(arguments["job_id"], None)
-        if extra is not None and not arguments.get("delete_job"):
+        if query == sql.queries["finish_job"] and arguments.get("delete_job"):
+            await self._retrying(query, lambda: parent(FINISH_AND_DELETE_JOB, **arguments))
+            return
+        if extra is not None:
             statement, extra_arguments = extra
             combined: LiteralString = "WITH " + statement + "\n" + query
             try:

@@ -14,10 +14,11 @@ deferred by a task (or a scheduler tick) would stay when the task's transaction 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from typing import LiteralString
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, LiteralString
 
 from procrastinate import exceptions
 from procrastinate.contrib.django import settings as procrastinate_settings
@@ -40,27 +41,31 @@ def django_connector() -> DjangoConnector:
     return DjangoConnector(alias=procrastinate_settings.settings.DATABASE_ALIAS)
 
 
-def defer_jobs(jobs: Sequence[Job]) -> list[tuple[int, dt.datetime]]:
-    """Defer `jobs` (procrastinate's, as `task.configure(...).job` makes them, with their
-    `task_kwargs`) in one statement; their ids and deferred time, in order.
+def job_to_defer(job: Job) -> JobToDefer:
+    """`job` as procrastinate's defer function takes it."""
+    return JobToDefer(
+        queue_name=job.queue,
+        task_name=job.task_name,
+        priority=job.priority,
+        lock=job.lock,
+        queueing_lock=job.queueing_lock,
+        args=job.task_kwargs,
+        scheduled_at=job.scheduled_at,
+    )
 
-    procrastinate's AlreadyEnqueued if one of them has a queueing lock already held: then
-    none is deferred (the statement is one).
-    """
-    to_defer = [
-        JobToDefer(
-            queue_name=job.queue,
-            task_name=job.task_name,
-            priority=job.priority,
-            lock=job.lock,
-            queueing_lock=job.queueing_lock,
-            args=job.task_kwargs,
-            scheduled_at=job.scheduled_at,
-        )
-        for job in jobs
-    ]
+
+@contextlib.contextmanager
+def defer_statement() -> Iterator[Callable[..., list[dict[str, Any]]]]:
+    """A function that runs a statement deferring jobs (`query`, then its parameters) on
+    Django's connection and returns its rows; procrastinate's AlreadyEnqueued if a queueing
+    lock is held (then the statement deferred nothing)."""
+    connector = django_connector()
+
+    def execute(query: LiteralString, **arguments: Any) -> list[dict[str, Any]]:
+        return connector.execute_query_all(query, **arguments)
+
     try:
-        rows = django_connector().execute_query_all(query=DEFER_SQL, jobs=to_defer)
+        yield execute
     except exceptions.UniqueViolation as exc:
         if exc.constraint_name == QUEUEING_LOCK_CONSTRAINT:
             raise exceptions.AlreadyEnqueued(
@@ -68,5 +73,16 @@ def defer_jobs(jobs: Sequence[Job]) -> list[tuple[int, dt.datetime]]:
                 f"queueing lock {exc.queueing_lock}"
             ) from exc
         raise
+
+
+def defer_jobs(jobs: Sequence[Job]) -> list[tuple[int, dt.datetime]]:
+    """Defer `jobs` (procrastinate's, as `task.configure(...).job` makes them, with their
+    `task_kwargs`) in one statement; their ids and deferred time, in order.
+
+    procrastinate's AlreadyEnqueued if one of them has a queueing lock already held: then
+    none is deferred (the statement is one).
+    """
+    with defer_statement() as execute:
+        rows = execute(DEFER_SQL, jobs=[job_to_defer(job) for job in jobs])
     logger.debug("Deferred %d job(s)", len(rows))
     return [(int(row["id"]), row["deferred_at"]) for row in rows]

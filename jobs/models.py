@@ -334,3 +334,94 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule} at {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Batch(models.Model):
+    """A batch of jobs with callbacks, or a chain of jobs run one after the other
+    (jobs/workflows.py).
+
+    The counts are kept by the database: a trigger on procrastinate's jobs (migration
+    `jobs.0010`) moves a job of the batch from `pending` to its final count when it ends
+    (back when it is retried by hand), in the transaction that ends it, and defers the
+    callbacks when nothing is pending any more. The batch's row lock orders jobs that end
+    at the same moment, so exactly one of them sees the last count and each callback is
+    deferred once: its job id is kept here, and a callback with an id is never deferred
+    again.
+    """
+
+    class Kind(models.TextChoices):
+        BATCH = "batch"
+        CHAIN = "chain"
+
+    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.BATCH)
+    description = models.CharField(max_length=255, blank=True)
+    # Given to every callback in its `batch` argument.
+    properties = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(db_default=Now())
+    # When the last job ended; None while jobs are pending (again, after a retry).
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Jobs expected: a batch's deferred jobs, a chain's steps.
+    total = models.PositiveIntegerField(default=0)
+    # Deferred and not ended (waiting or running).
+    pending = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Cancelled, aborted, or deleted before they ended.
+    cancelled = models.PositiveIntegerField(default=0)
+    # "on_success", "on_finish", "on_failure" -> the job to defer: queue_name, task_name,
+    # priority, lock, args (jobs.workflows.JobSpec.stored).
+    callbacks = models.JSONField(default=dict, blank=True)
+    # A chain's steps, the same way, each with its "result_as" (or null).
+    steps = models.JSONField(default=list, blank=True)
+    # The chain's step deferred last (0 for the first).
+    position = models.PositiveIntegerField(default=0)
+    # The callbacks' jobs, once deferred (no foreign key: retention may delete them).
+    on_success_job_id = models.BigIntegerField(null=True, blank=True)
+    on_finish_job_id = models.BigIntegerField(null=True, blank=True)
+    on_failure_job_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["-created_at"], name="jobs_batch_recent"),
+            models.Index(
+                fields=["finished_at"],
+                name="jobs_batch_finished",
+                condition=models.Q(finished_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        label = self.description or f"{self.get_kind_display().lower()} {self.pk}"
+        return f"{label} ({self.succeeded + self.failed + self.cancelled}/{self.total} ended)"
+
+
+class BatchJob(models.Model):
+    """A job of a batch (or a step of a chain) and how it counted when it ended.
+
+    No foreign key to the job: the membership outlives the job's row (retention,
+    `--delete-jobs`), so that a job deleted before it ended is still counted, and the
+    batch still lists it.
+    """
+
+    job_id = models.BigIntegerField(primary_key=True)
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="memberships")
+    # A chain's step (0 for the first); None in a batch.
+    step = models.PositiveIntegerField(null=True, blank=True)
+    # "succeeded", "failed" or "cancelled" once the job ended; NULL while pending (the
+    # database's trigger and partial index test for NULL, not for an empty string).
+    ended_as = models.CharField(max_length=9, null=True, blank=True)  # noqa: DJ001
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["batch", "job_id"], name="jobs_batchjob_batch"),
+            models.Index(
+                fields=["batch"],
+                name="jobs_batchjob_pending",
+                condition=models.Q(ended_as__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} of batch {self.batch_id}"

@@ -287,6 +287,12 @@ _current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVa
 )
 
 
+def current_job_id() -> int | None:
+    """The id of the job whose task is running here (in a worker), else None."""
+    attempt = _current_attempt.get()
+    return None if attempt is None else attempt.job_id
+
+
 def _django_execute(query: LiteralString, arguments: dict[str, Any]) -> None:
     close_old_connections()  # a connection broken since the last job is replaced
     with connection.cursor() as cursor:

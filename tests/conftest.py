@@ -24,7 +24,7 @@ from procrastinate.jobs import Status
 
 from jobs.databases import database_url
 from jobs.processes import web_server_command
-from tests import slow_tasks  # registers the test-only tasks
+from tests import slow_tasks, workflow_tasks  # noqa: F401  (registers the test-only tasks)
 
 if TYPE_CHECKING:
     # Imported at run time by pytest_plugins below: importing it first here would keep
@@ -36,7 +36,7 @@ pytest_plugins = ["jobs.testing"]
 # makes a worker import only modules of installed apps (jobs/task_registry.py), and `tests`
 # is not one. In the environment, so that every worker gets them; tests that set their own
 # import paths add them (TEST_TASKS).
-DJANGO_TASK_MODULES = "tests.django_task_functions,tests.eager_django_tasks"
+DJANGO_TASK_MODULES = "tests.django_task_functions,tests.eager_django_tasks,tests.workflow_tasks"
 os.environ.setdefault("PROCRASTINATE_IMPORT_PATHS", DJANGO_TASK_MODULES)
 TEST_TASKS = {"PROCRASTINATE_IMPORT_PATHS": f"tests.slow_tasks,{DJANGO_TASK_MODULES}"}
 
