@@ -38,6 +38,8 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
             figures["drain"][f"{kind}/{label}"] = row
     log("Django's task API beside procrastinate's...")
     figures["django_tasks"] = django_task_figures(options, recommended, log)
+    log("Batches beside plain jobs...")
+    figures["batches"] = batch_figures(options, recommended, log)
     log("Pickup latency with LISTEN/NOTIFY...")
     figures["pickup_listen_notify"] = pickup_latency(
         recommended, options["latency_count"], listeners=processes
@@ -85,4 +87,35 @@ def django_task_figures(
             announce,
         )
         figures["drain"][flavour] = with_ratio(pair, "django", "procrastinate")
+    return figures
+
+
+def batch_figures(
+    options: dict[str, Any], workers: list[str], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Batches (jobs.workflows) beside plain jobs: the drain of `--batch-jobs` no-op jobs
+    deferred as one batch with a callback and of as many plain ones, in alternating rounds
+    with `workers` (the recommended setup); `ratio` is the batch's rate over the plain one.
+    With `--big-batch N`, one more drain of a single batch of N jobs, whose callback must
+    run once."""
+    rounds, jobs = options["repeat"], options["batch_jobs"]
+    figures: dict[str, Any] = {}
+    for flavour in ("sync", "async"):
+
+        def announce(label: str, number: int, flavour: str = flavour) -> None:
+            log(f"Drain {jobs:,} {label} no-op {flavour} jobs ({number}/{rounds})...")
+
+        pair = alternating_rounds(
+            rounds,
+            [
+                ("plain", partial(drain, workers, f"noop_{flavour}", jobs)),
+                ("batched", partial(drain, workers, f"noop_{flavour}", jobs, batched=True)),
+            ],
+            announce,
+        )
+        figures[flavour] = with_ratio(pair, "batched", "plain")
+    if options["big_batch"]:
+        big = options["big_batch"]
+        log(f"Drain one batch of {big:,} no-op sync jobs...")
+        figures["big_batch"] = drain(workers, "noop_sync", big, timeout=3600, batched=True)
     return figures

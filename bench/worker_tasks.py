@@ -61,6 +61,12 @@ async def django_noop_async(n: int) -> None:
     return None
 
 
+@app.task(name="bench.batch_done", queue=QUEUE)
+def batch_done(batch: dict[str, Any]) -> int:
+    """The callback of the benchmark's batches: it only says how many jobs succeeded."""
+    return int(batch["succeeded"])
+
+
 # The kinds `bench_jobs --kinds` offers.
 TASKS: dict[str, Task[Any, Any, Any]] = {
     "noop_sync": noop_sync,

@@ -29,7 +29,9 @@ from bench import worker_tasks
 from bench.processes import running
 from bench.timing import Latency, rate
 from example.models import Notification
+from jobs import workflows
 from jobs.databases import listening_pids
+from jobs.models import BatchJob
 from jobs.processes import worker_command
 
 
@@ -99,17 +101,41 @@ def _analyze() -> None:
         cursor.execute("ANALYZE procrastinate_jobs, procrastinate_events, jobs_jobresult")
 
 
-def drain(command: list[str], kind: str, count: int, timeout: float = 900) -> dict[str, Any]:
+def _defer_batch(kind: str, arguments: list[JSONDict]) -> tuple[list[int], int]:
+    """Defer jobs of `kind` with `arguments` as one batch with an `on_finish` callback; their
+    ids and the batch's."""
+    task = worker_tasks.job_task(kind)
+    batch = workflows.defer_batch(
+        [workflows.job(task, **kwargs) for kwargs in arguments],
+        on_finish=workflows.job(worker_tasks.batch_done),
+        description=f"bench_jobs: {len(arguments):,} {kind} jobs",
+    )
+    ids = list(
+        BatchJob.objects.filter(batch=batch).order_by("job_id").values_list("job_id", flat=True)
+    )
+    return ids, batch.pk
+
+
+def drain(
+    command: list[str], kind: str, count: int, timeout: float = 900, *, batched: bool = False
+) -> dict[str, Any]:
     """Queue `count` jobs of `kind` (worker_tasks.job_task), let `command`'s workers empty
-    the queue; jobs/s."""
+    the queue; jobs/s. `batched`: the jobs are one batch (jobs.workflows) whose callback
+    must have run, once, when the queue is empty."""
     task = worker_tasks.job_task(kind)
     arguments = _arguments(kind, count)
     ids: list[int] = []
-    for first in range(0, count, 5000):
-        ids += task.batch_defer(*arguments[first : first + 5000])
+    batch_id = None
+    if batched:
+        ids, batch_id = _defer_batch(kind, arguments)
+    else:
+        for first in range(0, count, 5000):
+            ids += task.batch_defer(*arguments[first : first + 5000])
     _analyze()
     deadline = time.monotonic() + timeout
     with running_workers(command):
+        # A batch's callback is deferred with the end of its last job: the queue is never
+        # empty between the two.
         while queued():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{kind}: the queue did not drain in {timeout} s")
@@ -127,7 +153,23 @@ def drain(command: list[str], kind: str, count: int, timeout: float = 900) -> di
         first_start, last_end, succeeded = cursor.fetchone()
     if succeeded != count:
         raise RuntimeError(f"{kind}: {succeeded} of {count} jobs succeeded")
-    return rate(count, (last_end - first_start).total_seconds())
+    figures = rate(count, (last_end - first_start).total_seconds())
+    if batch_id is not None:
+        figures["callbacks"] = _callbacks_run(batch_id)
+        if figures["callbacks"] != 1:
+            raise RuntimeError(f"{kind}: the batch's callback ran {figures['callbacks']} times")
+    return figures
+
+
+def _callbacks_run(batch_id: int) -> int:
+    """How many jobs of the benchmark's batch callback ran for batch `batch_id`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s "
+            "AND status = 'succeeded' AND (args -> 'batch' ->> 'id')::bigint = %s",
+            [worker_tasks.batch_done.name, batch_id],
+        )
+        return int(cursor.fetchone()[0])
 
 
 # --- Pickup latency ---------------------------------------------------------------------

@@ -134,7 +134,8 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
         "bench_jobs", "--jobs", "100", "--kinds", "noop_async,orm_sync", "--processes", "1",
         "--repeat", "2",
         "--defer-count", "10", "--latency-count", "10", "--polling-latency-count", "5",
-        "--poll-interval", "0.2", "--requests", "20", "--output", str(tmp_path), stdout=out,
+        "--poll-interval", "0.2", "--requests", "20", "--batch-jobs", "100",
+        "--big-batch", "300", "--output", str(tmp_path), stdout=out,
     )  # fmt: skip
 
     text = out.getvalue()
@@ -167,6 +168,18 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
         / django["drain"]["sync"]["procrastinate"]["per_second"],
         3,
     )
+    # Batches beside plain jobs, each batch's callback run once (drain checks it).
+    batches = figures["batches"]
+    for flavour in ("sync", "async"):
+        assert batches[flavour]["batched"]["jobs"] == 100
+        assert batches[flavour]["batched"]["callbacks"] == 1
+        assert len(batches[flavour]["plain"]["runs_per_second"]) == 2
+        assert re.search(
+            rf"100 no-op {flavour} jobs, one batch vs plain +[\d,.]+ vs +[\d,.]+ +ratio", text
+        )
+    assert batches["big_batch"]["jobs"] == 300
+    assert "one batch of 300 no-op sync jobs" in text
+    assert "callback run 1 time(s)" in text
 
 
 def test_bench_jobs__refuses_bad_arguments() -> None:

@@ -57,6 +57,18 @@ class Command(BaseCommand):
             default=2000,
             help="Jobs per defer-rate run (and per enqueue() / defer() round).",
         )
+        parser.add_argument(
+            "--batch-jobs",
+            type=whole_number(100),
+            default=20000,
+            help="Jobs per drain of the batch comparison (one batch vs as many plain jobs).",
+        )
+        parser.add_argument(
+            "--big-batch",
+            type=whole_number(0),
+            default=0,
+            help="Also drain one batch of this many no-op jobs (0: none).",
+        )
         parser.add_argument("--latency-count", type=whole_number(10), default=300)
         parser.add_argument("--polling-latency-count", type=whole_number(5), default=20)
         parser.add_argument("--poll-interval", type=seconds(0.05, 60), default=1.0)
@@ -92,6 +104,7 @@ class Command(BaseCommand):
             "--repeat", str(options["repeat"]),
             "--processes", str(options["processes"]), "--concurrency", str(options["concurrency"]),
             "--defer-count", str(options["defer_count"]),
+            "--batch-jobs", str(options["batch_jobs"]), "--big-batch", str(options["big_batch"]),
             "--latency-count", str(options["latency_count"]),
             "--polling-latency-count", str(options["polling_latency_count"]),
             "--poll-interval", str(options["poll_interval"]),
@@ -144,6 +157,7 @@ class Command(BaseCommand):
             ratio = figures["drain"][f"{kind}/recommended"]["per_second"] / stock
             write(f"  {kind}: recommended / stock = {ratio:.2f}")
         self._report_django_tasks(figures["django_tasks"], recommended)
+        self._report_batches(figures["batches"], recommended)
         for label, key in (
             ("LISTEN/NOTIFY", "pickup_listen_notify"),
             ("polling only", "pickup_polling"),
@@ -169,6 +183,31 @@ class Command(BaseCommand):
                 f"{[r // 2**20 for r in soak['worker_rss_start']]} MiB -> "
                 f"{[r // 2**20 for r in soak['worker_rss_end']]} MiB; tables at the end "
                 f"{ {k: v // 2**20 for k, v in soak['table_sizes_end'].items()} } MiB"
+            )
+
+    def _report_batches(self, figures: dict[str, Any], recommended: dict[str, int]) -> None:
+        write = self.stdout.write
+        write(
+            "Batches beside plain jobs (jobs/s, medians of alternating rounds; ratio = "
+            f"batched / plain; run_workers --processes {recommended['processes']} "
+            f"--concurrency {recommended['concurrency']}):"
+        )
+        for flavour in ("sync", "async"):
+            row = figures[flavour]
+            runs = "; ".join(
+                f"{label} runs: {', '.join(f'{r:,.0f}' for r in row[label]['runs_per_second'])}"
+                for label in ("batched", "plain")
+            )
+            write(
+                f"  {row['batched']['jobs']:,} no-op {flavour} jobs, one batch vs plain"
+                f"{row['batched']['per_second']:>10,.1f} vs {row['plain']['per_second']:>10,.1f}"
+                f"   ratio {row['ratio']:.2f}   ({runs})"
+            )
+        if "big_batch" in figures:
+            big = figures["big_batch"]
+            write(
+                f"  one batch of {big['jobs']:,} no-op sync jobs: {big['per_second']:,.1f} jobs/s "
+                f"in {big['seconds']} s, callback run {big['callbacks']} time(s)"
             )
 
     def _report_django_tasks(self, figures: dict[str, Any], recommended: dict[str, int]) -> None:
