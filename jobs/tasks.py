@@ -80,11 +80,13 @@ def compute_daily_statistics(timestamp: int) -> dict[str, object]:
     retry=False,
 )
 def prune_jobs(timestamp: int) -> dict[str, object]:
-    """Delete finished jobs (with events and results) past JOBS_RETENTION_HOURS."""
-    pruned = retention.prune_jobs(
-        now=maintenance.from_timestamp(timestamp), hours=jobs_settings.JOBS_RETENTION_HOURS
-    )
-    return {item.status: item.jobs for item in pruned}
+    """Delete finished jobs (with events and results) past JOBS_RETENTION_HOURS, and the
+    finished batches whose jobs are all gone."""
+    now = maintenance.from_timestamp(timestamp)
+    hours = jobs_settings.JOBS_RETENTION_HOURS
+    pruned = retention.prune_jobs(now=now, hours=hours)
+    batches = retention.prune_batches(now=now, hours=hours)
+    return {**{item.status: item.jobs for item in pruned}, "batches": batches}
 
 
 # Every minute, ahead of any backlog: workers take jobs by priority, then in the order they

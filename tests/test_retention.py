@@ -15,8 +15,9 @@ from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
 from example import tasks
-from jobs import retention
-from jobs.models import JobResult
+from jobs import retention, workflows
+from jobs.models import Batch, BatchJob, JobResult
+from tests import workflow_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,10 +80,30 @@ def test_prune_jobs_command__recent_jobs_stay(finished_jobs: dict[str, int]) -> 
 
     call_command("prune_jobs", stdout=out)
 
-    assert "Deleted 0 finished job(s)." in out.getvalue() or remaining(finished_jobs) == {
-        "succeeded",
-        "failed",
-        "cancelled",
-        "todo",
-    }
+    assert "Deleted 0 finished job(s) and 0 finished batch(es)" in out.getvalue()
     assert remaining(finished_jobs) == {"succeeded", "failed", "cancelled", "todo"}
+
+
+def test_prune_batches__a_finished_batch_goes_with_its_last_job(
+    run_worker: Callable[..., Any],
+) -> None:
+    on_finish = workflows.job(workflow_tasks.callback)
+    emptied = workflows.defer_batch(
+        [workflows.job(workflow_tasks.double, n=n) for n in (1, 2)], on_finish=on_finish
+    )
+    # Its failed job is kept forever (retention 0 for failures): the batch stays with it.
+    kept = workflows.defer_batch([workflows.job(workflow_tasks.fail, n=3)], on_finish=on_finish)
+    run_worker()
+    running = workflows.defer_batch([workflows.job(workflow_tasks.double, n=4)])  # not run
+    hours = {"succeeded": 1, "failed": 0, "cancelled": 1, "aborted": 1}
+    later = timezone.now() + dt.timedelta(hours=2)
+    retention.prune_jobs(now=later, hours=hours)
+
+    assert retention.prune_batches(now=later, hours=hours, dry_run=True) == 1
+    assert retention.prune_batches(now=timezone.now(), hours=hours) == 0  # finished too lately
+    assert set(Batch.objects.values_list("pk", flat=True)) == {emptied.pk, kept.pk, running.pk}
+    assert retention.prune_batches(now=later, hours=hours) == 1
+
+    assert set(Batch.objects.values_list("pk", flat=True)) == {kept.pk, running.pk}
+    assert not BatchJob.objects.filter(batch_id=emptied.pk).exists()
+    assert Batch.objects.get(pk=kept.pk).failed == 1

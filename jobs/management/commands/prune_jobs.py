@@ -60,4 +60,12 @@ class Command(BaseCommand):
         if kept and not status:
             self.stdout.write(f"  kept forever (retention 0): {', '.join(kept)}")
         total = sum(item.jobs for item in pruned)
-        self.stdout.write(self.style.SUCCESS(f"{verb} {total} finished job(s)."))
+        batches = retention.prune_batches(
+            now=timezone.now(), hours=hours, dry_run=dry_run, batch_size=min(batch_size, 1000)
+        )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{verb} {total} finished job(s) and {batches} finished batch(es) "
+                "whose jobs were all gone."
+            )
+        )
