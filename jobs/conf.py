@@ -248,6 +248,10 @@ class JobsSettings:
     # not put it ahead of them; negative keeps every API job behind the site's. Never as high
     # as stalled-job recovery's priority (MAX_API_PRIORITY).
     JOBS_API_MAX_PRIORITY = Setting(0, Integer("priority", PG_INT_MIN, MAX_API_PRIORITY))
+    # The most jobs one request to the JSON API's `POST /api/batches/` may defer: the body's
+    # limit bounds it too, but a site that raises that limit should not get batches of a
+    # million jobs in one request, checked and deferred while the request waits.
+    JOBS_API_MAX_BATCH_JOBS = Setting(10_000, WholeNumber("jobs", 1))
     # Expired or revoked API tokens are kept this long (for audit), then deleted.
     JOBS_EXPIRED_TOKEN_KEEP_DAYS = Setting(30, WholeNumber("days", 0, MAX_DAYS))
     # Retention of finished jobs, with their events and results, per final status; a site's

@@ -20,6 +20,20 @@ urlpatterns = [
     path("api/jobs/<int:job_id>/abort/", api.job_action, {"action": "abort"}, name="api-abort"),
     path("api/jobs/<int:job_id>/retry/", api.job_action, {"action": "retry"}, name="api-retry"),
     path("api/tasks/", api.task_list, name="api-tasks"),
+    path("api/batches/", api.defer_batch, name="api-defer-batch"),
+    path("api/batches/<int:batch_id>/", api.batch_detail, name="api-batch"),
+    path(
+        "api/batches/<int:batch_id>/cancel/",
+        api.batch_action,
+        {"action": "cancel"},
+        name="api-batch-cancel",
+    ),
+    path(
+        "api/batches/<int:batch_id>/retry/",
+        api.batch_action,
+        {"action": "retry"},
+        name="api-batch-retry",
+    ),
     # ...and the same routes served by async views.
     path("api/async/jobs/", api.adefer_job, name="api-async-defer"),
     path("api/async/jobs/<int:job_id>/", api.ajob_detail, name="api-async-job"),
@@ -42,4 +56,18 @@ urlpatterns = [
         name="api-async-retry",
     ),
     path("api/async/tasks/", api.atask_list, name="api-async-tasks"),
+    path("api/async/batches/", api.adefer_batch, name="api-async-defer-batch"),
+    path("api/async/batches/<int:batch_id>/", api.abatch_detail, name="api-async-batch"),
+    path(
+        "api/async/batches/<int:batch_id>/cancel/",
+        api.abatch_action,
+        {"action": "cancel"},
+        name="api-async-batch-cancel",
+    ),
+    path(
+        "api/async/batches/<int:batch_id>/retry/",
+        api.abatch_action,
+        {"action": "retry"},
+        name="api-async-batch-retry",
+    ),
 ]

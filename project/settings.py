@@ -313,6 +313,10 @@ JOBS_API_MAX_SCHEDULE_DAYS = env_int(
 JOBS_API_MAX_PRIORITY = env_int(
     "JOBS_API_MAX_PRIORITY", JobsSettings.JOBS_API_MAX_PRIORITY.default, minimum=PG_INT_MIN
 )
+# The most jobs one request to POST /api/batches/ may defer.
+JOBS_API_MAX_BATCH_JOBS = env_int(
+    "JOBS_API_MAX_BATCH_JOBS", JobsSettings.JOBS_API_MAX_BATCH_JOBS.default, minimum=1
+)
 JOBS_EXPIRED_TOKEN_KEEP_DAYS = env_int(
     "JOBS_EXPIRED_TOKEN_KEEP_DAYS", JobsSettings.JOBS_EXPIRED_TOKEN_KEEP_DAYS.default
 )

@@ -33,3 +33,22 @@ async def aecho(value: Any = None) -> Any:
 @app.task(name="tests.one_at_a_time", queue="tests", queueing_lock="tests.one_at_a_time")
 def one_at_a_time() -> None:
     """A task whose definition allows one waiting job at a time."""
+
+
+@callable_over_http
+@app.task(name="tests.square", queue="tests")
+def square(n: int) -> int:
+    return n * n
+
+
+@callable_over_http
+@app.task(name="tests.fail", queue="tests")
+def fail(n: int = 0) -> None:
+    raise ValueError(f"job {n} fails")
+
+
+@callable_over_http
+@app.task(name="tests.batch_done", queue="tests")
+def batch_done(batch: dict[str, Any], tag: str = "") -> dict[str, Any]:
+    """A batch's callback over HTTP: returns what it got, which the tests read back."""
+    return {"batch": batch, "tag": tag}

@@ -81,6 +81,7 @@ def test_jobs_settings__site_without_them_gets_the_defaults(
         "JOBS_API_MAX_BODY_BYTES": 65536,
         "JOBS_API_MAX_SCHEDULE_DAYS": 365,
         "JOBS_API_MAX_PRIORITY": 0,
+        "JOBS_API_MAX_BATCH_JOBS": 10000,
         "JOBS_EXPIRED_TOKEN_KEEP_DAYS": 30,
         "JOBS_RETENTION_HOURS": {"succeeded": 168, "failed": 720, "cancelled": 168, "aborted": 720},
         "JOBS_STALLED_WORKER_SECONDS": 60,

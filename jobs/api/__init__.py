@@ -9,10 +9,15 @@ their checks; the async one (under /api/async/) uses `defer_async` and the async
     POST /api/jobs/<id>/abort/         request abort of a running job (cancels a waiting one)
     POST /api/jobs/<id>/retry/         retry a failed job
     GET  /api/tasks/                   the task registry
+    POST /api/batches/                 defer a batch: {"jobs": [job, ...], "on_success": ..., ...}
+    GET  /api/batches/<id>/            status, counts, one page of jobs (?page=, ?page_size=)
+    POST /api/batches/<id>/cancel/     cancel the batch's waiting jobs, ask running ones to stop
+    POST /api/batches/<id>/retry/      retry the batch's failed jobs
 
 Machine clients send `Authorization: Bearer <token>` (tokens are limited to named tasks);
 session users need the `jobs.defer_job`, `jobs.view_job_status` or `jobs.manage_job`
-permission, and CSRF applies to them. Every error is a JSON body `{"error": ..., "field":
+permission, and CSRF applies to them (the batch routes ask the same permissions as the
+job routes: defer, view, manage). Every error is a JSON body `{"error": ..., "field":
 ...}` with its status code, and no error path writes a job row.
 
 What a client sends is confined to what it was given: its locks are namespaced by the task

@@ -12,6 +12,12 @@ class ApiError(Exception):
         self.message = message
         self.field = field
 
+    def within(self, where: str) -> ApiError:
+        """This refusal of a part of the request (`jobs[3]`, `on_success`), its field named
+        from the body's top: `kwargs.n` becomes `jobs[3].kwargs.n`."""
+        field = where if self.field is None else f"{where}.{self.field}"
+        return ApiError(self.status, self.message, field)
+
     def response(self) -> JsonResponse:
         body: dict[str, str] = {"error": self.message}
         if self.field:

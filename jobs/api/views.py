@@ -18,13 +18,23 @@ from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 
-from jobs import job_actions
+from jobs import job_actions, workflows
 from jobs.api.auth import Principal, aauthenticate, authenticate
 from jobs.api.errors import ApiError
-from jobs.api.requests import DeferRequest, parse_defer_request, prepare_defer, read_body
+from jobs.api.requests import (
+    BatchRequest,
+    BatchToDefer,
+    DeferRequest,
+    parse_batch_request,
+    parse_defer_request,
+    prepare_batch,
+    prepare_defer,
+    read_body,
+)
 from jobs.http_tasks import describe_task
-from jobs.job_ids import is_job_id
+from jobs.job_ids import is_job_id, parse_job_id
 from jobs.job_status import ajob_status, job_status
+from jobs.models import Batch
 from jobs.transaction import async_atomic
 
 
@@ -36,7 +46,10 @@ def _created(job_id: int) -> JsonResponse:
 
 
 def _already_enqueued(request: DeferRequest, deferrer: procrastinate_jobs.JobDeferrer) -> ApiError:
-    stored = deferrer.job.queueing_lock
+    return _lock_held(request, deferrer.job.queueing_lock)
+
+
+def _lock_held(request: DeferRequest, stored: str | None) -> ApiError:
     sent = request.options.get("queueing_lock")
     if sent is None:  # the task's own queueing lock, from its definition
         message = f"A job of {request.task} with its queueing lock {stored!r} is already waiting."
@@ -107,6 +120,135 @@ def _tasks_payload(principal: Principal) -> JsonResponse:
     return JsonResponse({"tasks": tasks})
 
 
+# --- Batches ----------------------------------------------------------------------------
+
+
+def _batch_created(batch: Batch) -> JsonResponse:
+    url = reverse("jobs:api-batch", args=[batch.pk])
+    response = JsonResponse(
+        {"id": batch.pk, "status": workflows.batch_state(batch), "status_url": url}, status=201
+    )
+    response["Location"] = url
+    return response
+
+
+def _batch_lock_held(
+    request: BatchRequest, batch: BatchToDefer, error: procrastinate_exceptions.AlreadyEnqueued
+) -> ApiError:
+    """The 409 for the job of the batch whose queueing lock a waiting job holds."""
+    cause = error.__cause__
+    stored = getattr(cause, "queueing_lock", None)
+    for index, spec in enumerate(batch.jobs):
+        if stored is not None and spec.queueing_lock == stored:
+            return _lock_held(request.jobs[index], stored).within(f"jobs[{index}]")
+    return ApiError(409, "A job of the batch has a queueing lock a waiting job holds.", "jobs")
+
+
+def _defer_batch(request: BatchRequest, batch: BatchToDefer) -> Batch:
+    try:
+        with transaction.atomic():
+            return workflows.defer_batch(
+                batch.jobs,
+                on_success=batch.callbacks.get("on_success"),
+                on_finish=batch.callbacks.get("on_finish"),
+                on_failure=batch.callbacks.get("on_failure"),
+                description=batch.description,
+                properties=batch.properties,
+            )
+    except procrastinate_exceptions.AlreadyEnqueued as error:
+        raise _batch_lock_held(request, batch, error) from None
+
+
+async def _adefer_batch(request: BatchRequest, batch: BatchToDefer) -> Batch:
+    try:
+        async with async_atomic():
+            return await workflows.adefer_batch(
+                batch.jobs,
+                on_success=batch.callbacks.get("on_success"),
+                on_finish=batch.callbacks.get("on_finish"),
+                on_failure=batch.callbacks.get("on_failure"),
+                description=batch.description,
+                properties=batch.properties,
+            )
+    except procrastinate_exceptions.AlreadyEnqueued as error:
+        raise _batch_lock_held(request, batch, error) from None
+
+
+# The batch's page of jobs: a positive whole number; at most so many pages that the offset
+# stays far inside PostgreSQL's bigint.
+MAX_PAGE = 10**9
+
+
+def _page(request: HttpRequest) -> tuple[int, int]:
+    """`?page=` and `?page_size=`, checked; ApiError(400) naming the bad one."""
+    values = {"page": 1, "page_size": workflows.PAGE_SIZE}
+    bounds = {"page": MAX_PAGE, "page_size": workflows.MAX_PAGE_SIZE}
+    for name, highest in bounds.items():
+        raw = request.GET.get(name)
+        if raw is None:
+            continue
+        number = parse_job_id(raw)  # ASCII digits within bigint, never a 4,300-digit int
+        if number is None or not 1 <= number <= highest:
+            raise ApiError(400, f"Must be a whole number from 1 to {highest}.", name)
+        values[name] = number
+    return values["page"], values["page_size"]
+
+
+def _batch_id(raw: int) -> int:
+    if not is_job_id(raw):  # a batch's id is a bigint too
+        raise ApiError(404, f"No batch {raw}.")
+    return raw
+
+
+def _check_visible(batch_id: int, principal: Principal) -> None:
+    """404 unless the batch exists and `principal` sees every task it runs or will run.
+
+    To a token, a batch with a task it may not use is a batch that does not exist, in the
+    same words; so is a batch none of whose tasks is known any more (its jobs deleted by
+    retention, no callback): nothing shows whose it was.
+    """
+    if principal.token is None:
+        visible = Batch.objects.filter(pk=batch_id).exists()
+    else:
+        names = workflows.batch_task_names(batch_id)
+        visible = bool(names) and all(principal.sees(name) for name in names)
+    if not visible:
+        raise ApiError(404, f"No batch {batch_id}.")
+
+
+def _batch_status(batch_id: int, principal: Principal, page: int, page_size: int) -> dict[str, Any]:
+    _check_visible(batch_id, principal)
+    status = workflows.batch_status(batch_id, page=page, page_size=page_size)
+    if status is None:  # deleted since
+        raise ApiError(404, f"No batch {batch_id}.")
+    return status
+
+
+def _cancel_rest(batch_id: int) -> dict[str, Any]:
+    outcome = workflows.cancel_rest(batch_id)
+    return {
+        "id": batch_id,
+        "cancelled": outcome.cancelled,
+        "abort_requested": outcome.abort_requested,
+    }
+
+
+def _retry_failed(batch_id: int) -> dict[str, Any]:
+    return {"id": batch_id, "retried": len(workflows.retry_failed(batch_id).done)}
+
+
+# The batch API's actions, each one function of jobs/workflows.py (the admin's too).
+BATCH_ACTIONS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "cancel": _cancel_rest,
+    "retry": _retry_failed,
+}
+
+
+def _batch_action(action: str, batch_id: int, principal: Principal) -> dict[str, Any]:
+    _check_visible(batch_id, principal)
+    return BATCH_ACTIONS[action](batch_id)
+
+
 # --- Sync views -------------------------------------------------------------------------
 
 
@@ -161,6 +303,44 @@ def task_list(request: HttpRequest) -> HttpResponse:
     except ApiError as error:
         return error.response()
     return _tasks_payload(principal)
+
+
+@csrf_exempt
+@require_POST
+def defer_batch(request: HttpRequest) -> HttpResponse:
+    try:
+        body = read_body(request)
+        principal = authenticate(request)
+        batch_request = parse_batch_request(body)
+        batch = _defer_batch(batch_request, prepare_batch(batch_request, principal))
+    except ApiError as error:
+        return error.response()
+    return _batch_created(batch)
+
+
+@require_GET
+def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    try:
+        principal = authenticate(request)
+        principal.require("view")
+        page, page_size = _page(request)
+        status = _batch_status(_batch_id(batch_id), principal, page, page_size)
+    except ApiError as error:
+        return error.response()
+    return JsonResponse(status)
+
+
+@csrf_exempt
+@require_POST
+def batch_action(request: HttpRequest, batch_id: int, action: str) -> HttpResponse:
+    try:
+        read_body(request)  # unused, but read within bounds
+        principal = authenticate(request)
+        principal.require("manage")
+        result = _batch_action(action, _batch_id(batch_id), principal)
+    except ApiError as error:
+        return error.response()
+    return JsonResponse(result)
 
 
 # --- Async views ------------------------------------------------------------------------
@@ -218,3 +398,41 @@ async def atask_list(request: HttpRequest) -> HttpResponse:
     except ApiError as error:
         return error.response()
     return _tasks_payload(principal)
+
+
+@csrf_exempt
+@require_POST
+async def adefer_batch(request: HttpRequest) -> HttpResponse:
+    try:
+        body = read_body(request)
+        principal = await aauthenticate(request)
+        batch_request = parse_batch_request(body)
+        batch = await _adefer_batch(batch_request, prepare_batch(batch_request, principal))
+    except ApiError as error:
+        return error.response()
+    return _batch_created(batch)
+
+
+@require_GET
+async def abatch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    try:
+        principal = await aauthenticate(request)
+        principal.require("view")
+        page, page_size = _page(request)
+        status = await sync_to_async(_batch_status)(_batch_id(batch_id), principal, page, page_size)
+    except ApiError as error:
+        return error.response()
+    return JsonResponse(status)
+
+
+@csrf_exempt
+@require_POST
+async def abatch_action(request: HttpRequest, batch_id: int, action: str) -> HttpResponse:
+    try:
+        read_body(request)  # unused, but read within bounds
+        principal = await aauthenticate(request)
+        principal.require("manage")
+        result = await sync_to_async(_batch_action)(action, _batch_id(batch_id), principal)
+    except ApiError as error:
+        return error.response()
+    return JsonResponse(result)
