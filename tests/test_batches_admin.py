@@ -143,6 +143,7 @@ def test_batch_list__shows_running_finished_and_chain_batches(
         pk: next(row for row in page.split("<tr") if page_url(pk) in row)
         for pk in (finished.pk, chain.pk, running.pk)
     }
+    assert "3 batches" in page  # counted up to a cap (jobs.job_list.CappedPaginator)
     assert "jobs-status-failed" in rows[finished.pk]
     assert "4/4" in rows[finished.pk]
     assert "3 succeeded · 1 failed · 0 cancelled" in rows[finished.pk]
@@ -448,6 +449,29 @@ def test_batch_page__pages_the_jobs(batch_viewer: Client) -> None:
     last, page = shown("?page=3")
     assert last == ids[2 * JOBS_PER_PAGE :]
     assert "?page=4" not in page
+
+
+@pytest.mark.django_db
+def test_batch_page__reads_a_page_of_jobs_in_as_many_queries_as_a_few(
+    batch_viewer: Client,
+) -> None:
+    def queries_for(batch: Batch) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert batch_viewer.get(page_url(batch)).status_code == 200
+        return len(queries)
+
+    few = workflows.defer_batch(
+        [workflows.job(wt.double, n=n) for n in range(2)],
+        on_finish=workflows.job(wt.callback, tag="finish"),
+    )
+    many = workflows.defer_batch(
+        [workflows.job(wt.double, n=n) for n in range(JOBS_PER_PAGE + 5)],
+        on_finish=workflows.job(wt.callback, tag="finish"),
+    )
+
+    queries_for(few)  # the first page a process shows also reads content types once
+
+    assert queries_for(many) == queries_for(few)
 
 
 @pytest.mark.django_db
