@@ -425,3 +425,23 @@ class BatchJob(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.job_id} of batch {self.batch_id}"
+
+
+class PausedQueue(models.Model):
+    """A queue whose jobs no worker takes until it is resumed (jobs/queue_pauses.py).
+
+    Read by the workers' fetch (migration `jobs.0012`), so a row here holds the queue's jobs
+    back from the next fetch on; deferring still works and the jobs wait.
+    """
+
+    queue_name = models.CharField(max_length=128, primary_key=True)
+    paused_at = models.DateTimeField(db_default=Now())
+    paused_by = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["queue_name"]
+        permissions = [("pause_queue", "Can pause and resume queues")]
+
+    def __str__(self) -> str:
+        return f"{self.queue_name} (paused)"
