@@ -52,6 +52,11 @@
         status.textContent = "Signed out: reload the page to sign in again.";
         return; // no more polling
       }
+      if (response.status >= 400 && response.status < 500) {
+        // Refused (the permission withdrawn, the import deleted): asking again won't help.
+        status.textContent = "Not shown any more (HTTP " + response.status + "): reload the page.";
+        return;
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       const progress = await response.json();
       show(progress);
