@@ -1,5 +1,6 @@
 """The example's domain, which its tasks work on: notifications to send, reports to build,
-and comments with a lifetime, screened before they are published.
+comments with a lifetime, screened before they are published, and contacts imported from a
+pasted list, one job per row in one batch.
 
 These were models of `jobs` until the example became an app of its own; their tables and
 rows came along (example/migrations/0001_initial.py).
@@ -11,6 +12,7 @@ import datetime as dt
 import re
 from typing import ClassVar
 
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
@@ -156,3 +158,100 @@ class Comment(models.Model):
         self.status = self.Status.HELD if self.links() > self.MAX_LINKS else self.Status.PUBLISHED
         self.screened_at = at
         self.save(update_fields=["status", "screened_at"])
+
+
+class Contact(models.Model):
+    """An address-book entry, written by the import of a pasted row
+    (`example.tasks.import_contact`)."""
+
+    # Stored lower-cased (example.imports.normalized_email): one contact per address.
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+class ContactImport(models.Model):
+    """Contacts pasted into the import page, imported in the background: one job per row,
+    all in one batch of `jobs.workflows`, whose `on_finish` callback
+    (`example.tasks.send_import_summary`) mails the summary to whoever started it."""
+
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_imports"
+    )
+    # Where the summary goes: the address of the user who started it, as it was then.
+    summary_to = models.EmailField()
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    # The batch of its rows' jobs (jobs.models.Batch); a plain id, as the jobs' ids are
+    # elsewhere: the job system owns its rows.
+    batch_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    summary_sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Contact import #{self.pk}"
+
+    def attach_batch(self, batch_id: int) -> None:
+        self.batch_id = batch_id
+        self.save(update_fields=["batch_id"])
+
+    async def aattach_batch(self, batch_id: int) -> None:
+        self.batch_id = batch_id
+        await self.asave(update_fields=["batch_id"])
+
+    def mark_summary_sent(self, *, at: dt.datetime) -> None:
+        self.summary_sent_at = at
+        self.save(update_fields=["summary_sent_at"])
+
+
+class ContactImportRow(models.Model):
+    """One pasted line of an import, as typed, and what became of it."""
+
+    ERROR_LENGTH = 200
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IMPORTED = "imported"
+        # Its address is not one: its job failed, and the import counts it failed.
+        INVALID = "invalid"
+
+    contact_import = models.ForeignKey(ContactImport, on_delete=models.CASCADE, related_name="rows")
+    # The line of the pasted text, counted from 1, so that the user can find it.
+    line = models.PositiveIntegerField()
+    name = models.CharField(max_length=100, blank=True)
+    # As typed: checked by the row's job, not by the form.
+    email = models.CharField(max_length=254)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.CharField(max_length=ERROR_LENGTH, blank=True)
+    contact = models.ForeignKey(
+        Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["contact_import", "line"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact_import", "line"], name="example_contactimportrow_line"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Line {self.line} of import #{self.contact_import_id}"
+
+    def mark_imported(self, contact: Contact) -> None:
+        self.status = self.Status.IMPORTED
+        self.contact = contact
+        self.error = ""
+        self.save(update_fields=["status", "contact", "error"])
+
+    def mark_invalid(self, error: str) -> None:
+        self.status = self.Status.INVALID
+        self.error = error[: self.ERROR_LENGTH]
+        self.save(update_fields=["status", "error"])

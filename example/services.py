@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 from django.tasks import Task, TaskResult
 from django.tasks.exceptions import TaskResultDoesNotExist
 
-from example import tasks
-from example.models import Comment, Notification, Report
+from example import imports, tasks
+from example.models import Comment, ContactImport, ContactImportRow, Notification, Report
+from jobs import workflows
 from jobs.transaction import async_atomic
 
 # Who may use the example pages (example/views.py): the overview (the forms and the recent
@@ -36,6 +38,10 @@ BUILD_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.add_report")
 # A recount changes an existing report's figures.
 RECOUNT_REPORT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, "example.change_report")
 POST_COMMENT_PERMISSIONS = (*OVERVIEW_PERMISSIONS, VIEW_COMMENT_PERMISSION, "example.add_comment")
+# The contact imports' page (the user's own imports, each with its progress) needs the
+# imports' view permission; starting one also their add permission.
+VIEW_IMPORTS_PERMISSIONS = ("example.view_contactimport",)
+START_IMPORT_PERMISSIONS = (*VIEW_IMPORTS_PERMISSIONS, "example.add_contactimport")
 EXAMPLE_PERMISSIONS = (
     *OVERVIEW_PERMISSIONS,
     "example.add_notification",
@@ -43,6 +49,7 @@ EXAMPLE_PERMISSIONS = (
     "example.change_report",
     VIEW_COMMENT_PERMISSION,
     "example.add_comment",
+    *START_IMPORT_PERMISSIONS,
 )
 # The jobs the example's pages show: their own tasks' only, never other tasks' arguments. A
 # procrastinate task's stored name is its `name`, a django.tasks task's its dotted path.
@@ -87,6 +94,51 @@ def post_comment(*, author: str, body: str) -> Comment:
     return comment
 
 
+def start_contact_import(
+    *, user: User, summary_to: str, contacts: list[imports.PastedContact]
+) -> ContactImport:
+    """Create an import and its rows, and defer one job per row as one batch whose
+    `on_finish` callback mails the summary to `summary_to` (sync ORM, `defer_batch`): all of
+    it in one transaction, or nothing."""
+    with transaction.atomic():
+        contact_import = ContactImport.objects.create(started_by=user, summary_to=summary_to)
+        rows = ContactImportRow.objects.bulk_create(imports.new_rows(contact_import, contacts))
+        batch = workflows.defer_batch(
+            [workflows.job(tasks.import_contact, row_id=row.pk) for row in rows],
+            on_finish=workflows.job(tasks.send_import_summary, import_id=contact_import.pk),
+            **_import_batch_options(contact_import),
+        )
+        contact_import.attach_batch(batch.pk)
+    return contact_import
+
+
+async def astart_contact_import(
+    *, user: User, summary_to: str, contacts: list[imports.PastedContact]
+) -> ContactImport:
+    """`start_contact_import` from async code (async ORM, `adefer_batch` inside
+    `async_atomic`): one transaction too."""
+    async with async_atomic():
+        contact_import = await ContactImport.objects.acreate(started_by=user, summary_to=summary_to)
+        rows = await ContactImportRow.objects.abulk_create(
+            imports.new_rows(contact_import, contacts)
+        )
+        batch = await workflows.adefer_batch(
+            [workflows.job(tasks.import_contact, row_id=row.pk) for row in rows],
+            on_finish=workflows.job(tasks.send_import_summary, import_id=contact_import.pk),
+            **_import_batch_options(contact_import),
+        )
+        await contact_import.aattach_batch(batch.pk)
+    return contact_import
+
+
+def _import_batch_options(contact_import: ContactImport) -> dict[str, Any]:
+    # The description and properties the batch admin and the callbacks' `batch` show.
+    return {
+        "description": f"Contact import #{contact_import.pk}",
+        "properties": {"import_id": contact_import.pk},
+    }
+
+
 class ReportNotReady(Exception):
     """The report is still being built: there is nothing to recount yet."""
 
@@ -121,8 +173,9 @@ def reset_demo_user(*, username: str = DEMO_USERNAME) -> str:
     """Create or update the local demo user and return its new password.
 
     The user may log in through the admin's login page (which admits staff only) and holds
-    EXAMPLE_PERMISSIONS and nothing else; each call gives it a fresh random password, which
-    `run_site` prints. A known user whose password is printed has no place in production:
+    EXAMPLE_PERMISSIONS and nothing else, and an address if it had none (`demo@example.com`,
+    for the summaries of its contact imports); each call gives it a fresh random password,
+    which `run_site` prints. A known user whose password is printed has no place in production:
     refused there (a site that does not say it is not in production counts as production).
     """
     if getattr(settings, "PRODUCTION", True):
@@ -143,6 +196,8 @@ def reset_demo_user(*, username: str = DEMO_USERNAME) -> str:
         user.is_active = True
         user.is_staff = True
         user.is_superuser = False
+        # Somewhere to mail an import's summary (the console backend prints it).
+        user.email = user.email or f"{username}@example.com"
         user.set_password(password)
         user.save()
         user.user_permissions.set(permissions)

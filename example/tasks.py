@@ -1,5 +1,7 @@
 """The example's tasks: send a notification, build a report, and clean up after them (on
-procrastinate's API), screen a comment and recount a report (on Django's, `django.tasks`).
+procrastinate's API), screen a comment and recount a report (on Django's, `django.tasks`),
+and import contacts, one job per pasted row in one batch with a summary mail as its callback
+(procrastinate's API, batched by `jobs.workflows`).
 
 The procrastinate tasks keep the names they had when they were part of `jobs`
 (`jobs.send_notification`, …): those names are stored in job rows, periodic defers and API
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
-from email.utils import parseaddr
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -24,8 +26,9 @@ from django.utils import timezone
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 
-from example import maintenance
-from example.models import Comment, Notification, Report
+from example import imports, maintenance
+from example.mail import stable_message_id
+from example.models import Comment, ContactImport, ContactImportRow, Notification, Report
 from jobs.http_tasks import callable_over_http
 from jobs.maintenance import from_timestamp
 from jobs.tasks import MAINTENANCE_QUEUE
@@ -35,6 +38,7 @@ from jobs.tasks import MAINTENANCE_QUEUE
 NOTIFICATIONS_QUEUE = "notifications"
 REPORTS_QUEUE = "reports"
 COMMENTS_QUEUE = "comments"
+IMPORTS_QUEUE = "imports"
 
 
 @callable_over_http
@@ -82,15 +86,8 @@ def send_notification(notification_id: int) -> dict[str, object]:
 
 
 def notification_message_id(notification: Notification) -> str:
-    """The Message-ID of a notification's email: the same for every run that sends it.
-
-    Django would make a random one per message. The id alone could come back in a
-    database created afresh, so the creation time goes in too; the domain is the sender's
-    (a worker's own host name would differ from machine to machine).
-    """
-    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
-    created = notification.created_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"<notification-{notification.pk}.{created}@{domain}>"
+    """The Message-ID of a notification's email: the same for every run that sends it."""
+    return stable_message_id("notification", notification.pk, notification.created_at)
 
 
 @callable_over_http
@@ -180,3 +177,63 @@ async def recount_report(report_id: int) -> dict[str, object]:
     report = await Report.objects.aget(pk=report_id)
     total, sent = await report.acount_notifications(at=timezone.now())
     return {"report_id": report_id, "total": total, "sent": sent}
+
+
+# --- A contact import: one job per row, in one batch (jobs.workflows) -----------------------
+# example.services.start_contact_import defers them, with send_import_summary as the batch's
+# on_finish callback: deferred once, when the last row's job has ended, however it ended.
+
+
+class InvalidContactRow(Exception):
+    """A pasted row whose address is not one: its job fails, for good."""
+
+
+@app.task(
+    name="example.import_contact",
+    queue=IMPORTS_QUEUE,
+    # A bad row stays bad: only a lost database connection is worth another try.
+    retry=RetryStrategy(max_attempts=1, wait=5, retry_exceptions=DATABASE_LOST),
+)
+def import_contact(row_id: int) -> dict[str, object]:
+    """Import one pasted row into the address book (sync task, sync ORM); fail with
+    InvalidContactRow if its address is not one. Runs again harmlessly (see
+    `example.imports.import_row`)."""
+    row = imports.import_row(row_id=row_id)
+    if row is None:
+        return {"row_id": row_id, "status": "deleted"}
+    if row.status == ContactImportRow.Status.INVALID:
+        raise InvalidContactRow(f"Line {row.line}: {row.error}")
+    return {"row_id": row_id, "status": str(row.status), "contact_id": row.contact_id}
+
+
+@app.task(
+    name="example.send_import_summary",
+    queue=NOTIFICATIONS_QUEUE,
+    # A mail, retried as send_notification's are.
+    retry=RetryStrategy(
+        max_attempts=2, exponential_wait=2, retry_exceptions={OSError, smtplib.SMTPException}
+    ),
+)
+def send_import_summary(import_id: int, batch: dict[str, Any]) -> dict[str, object]:
+    """The import's batch callback: mail whoever started the import the counts of `batch`
+    (the argument every callback gets) and the lines that failed (sync task, sync ORM).
+
+    The batch defers it exactly once, but a job runs at least once (a worker may die in
+    it): so, as send_notification does, it locks the import, sends nothing if the summary
+    was sent, marks it sent right after the mail server took it, with a Message-ID that is
+    the same at every run.
+    """
+    with transaction.atomic():
+        contact_import = ContactImport.objects.select_for_update().filter(pk=import_id).first()
+        if contact_import is None:
+            return {"import_id": import_id, "status": "deleted"}
+        if contact_import.summary_sent_at is not None:
+            return {"import_id": import_id, "already_sent": True}
+        imports.summary_message(contact_import, batch).send()
+        contact_import.mark_summary_sent(at=timezone.now())
+    return {
+        "import_id": import_id,
+        "to": contact_import.summary_to,
+        "succeeded": batch["succeeded"],
+        "failed": batch["failed"],
+    }

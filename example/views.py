@@ -1,5 +1,6 @@
 """The example pages: create data from sync and async views, each deferring a job in the same
-transaction (procrastinate's `defer` or django.tasks' `enqueue`).
+transaction (procrastinate's `defer` or django.tasks' `enqueue`), or a batch of jobs
+(`jobs.workflows.defer_batch`: the contact imports).
 
 They let a user mail any address with any text, so every one of them is guarded by
 `example_page`: it exists only while the EXAMPLE_PAGES setting is on (404 otherwise; off in
@@ -18,18 +19,21 @@ from typing import Any, TypeVar, cast
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.models import AnonymousUser
 from django.forms import Form
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from example import services, tasks
-from example.forms import CommentForm, NotificationForm, ReportForm
-from example.models import Comment, Notification, Report
-from jobs import access
+from example import imports, services, tasks
+from example.forms import CommentForm, ContactImportForm, NotificationForm, ReportForm
+from example.models import Comment, ContactImport, Notification, Report
+from jobs import access, workflows
+from jobs.models import Batch
 
 RECENT = 10
 
@@ -193,3 +197,108 @@ def create_comment(request: HttpRequest) -> HttpResponse:
         f"Comment #{comment.pk} saved; its screening enqueued (result {comment.task_result_id}).",
     )
     return redirect("example:home")
+
+
+# --- Contact imports: one job per pasted row, in one batch with a summary mail -------------
+
+
+def _address_of(user: AbstractBaseUser | AnonymousUser) -> str:
+    """The user's email address, where an import's summary goes ("" if none)."""
+    if isinstance(user, AnonymousUser):
+        return ""
+    return str(getattr(user, user.get_email_field_name(), "") or "")
+
+
+def _imports_context(
+    user: AbstractBaseUser | AnonymousUser, form: ContactImportForm | None = None
+) -> dict[str, object]:
+    """The imports page's context: its form (a refused one with its errors), and the user's
+    own recent imports with their batches' states (two queries)."""
+    own = list(ContactImport.objects.filter(started_by=user.pk)[:RECENT])
+    batches = Batch.objects.in_bulk([item.batch_id for item in own if item.batch_id is not None])
+    return {
+        "import_form": form or ContactImportForm(summary_to=_address_of(user)),
+        "imports": [
+            (
+                item,
+                workflows.batch_state(batches[item.batch_id])
+                if item.batch_id in batches
+                else "unknown",
+            )
+            for item in own
+        ],
+    }
+
+
+def _own_import(user: AbstractBaseUser | AnonymousUser, import_id: int) -> ContactImport:
+    # Another user's import is not found: its rows are what that user pasted.
+    contact_import = ContactImport.objects.filter(pk=import_id, started_by=user.pk).first()
+    if contact_import is None:
+        raise Http404(f"No contact import #{import_id} of yours.")
+    return contact_import
+
+
+@example_page(*services.VIEW_IMPORTS_PERMISSIONS)
+@require_GET
+def contact_imports(request: HttpRequest) -> HttpResponse:
+    return render(request, "example/imports.html", _imports_context(request.user))
+
+
+@example_page(*services.START_IMPORT_PERMISSIONS)
+@require_POST
+def start_contact_import(request: HttpRequest) -> HttpResponse:
+    """Sync view: create the import and its rows and defer one job per row as one batch, in
+    one transaction."""
+    form = ContactImportForm(request.POST, summary_to=_address_of(request.user))
+    if not form.is_valid():
+        context = _imports_context(request.user, form)
+        return render(request, "example/imports.html", context, status=400)
+    contact_import = services.start_contact_import(
+        user=request.user,  # type: ignore[arg-type]  # a logged-in user (example_page)
+        summary_to=form.summary_to,
+        contacts=form.cleaned_data["contacts"],
+    )
+    messages.success(request, _started(contact_import, form))
+    return redirect("example:contact_import", import_id=contact_import.pk)
+
+
+@example_page(*services.START_IMPORT_PERMISSIONS)
+@require_POST
+async def astart_contact_import(request: HttpRequest) -> HttpResponse:
+    """Async view: the same, with `adefer_batch` inside `async_atomic`."""
+    user = await request.auser()
+    form = ContactImportForm(request.POST, summary_to=_address_of(user))
+    if not form.is_valid():
+        context = await sync_to_async(_imports_context)(user, form)
+        return await sync_to_async(render)(request, "example/imports.html", context, status=400)
+    contact_import = await services.astart_contact_import(
+        user=user,  # type: ignore[arg-type]  # a logged-in user (example_page)
+        summary_to=form.summary_to,
+        contacts=form.cleaned_data["contacts"],
+    )
+    await sync_to_async(messages.success)(request, _started(contact_import, form))
+    return redirect("example:contact_import", import_id=contact_import.pk)
+
+
+def _started(contact_import: ContactImport, form: ContactImportForm) -> str:
+    rows = len(form.cleaned_data["contacts"])
+    return (
+        f"Import #{contact_import.pk} saved; {rows} job{'s' if rows != 1 else ''} deferred as "
+        f"batch #{contact_import.batch_id}. The summary goes to {contact_import.summary_to}."
+    )
+
+
+@example_page(*services.VIEW_IMPORTS_PERMISSIONS)
+@require_GET
+def contact_import(request: HttpRequest, import_id: int) -> HttpResponse:
+    """One import's progress; the page polls `contact_import_progress` until it is done."""
+    found = _own_import(request.user, import_id)
+    context = {"contact_import": found, "progress": imports.progress(found)}
+    return render(request, "example/import.html", context)
+
+
+@example_page(*services.VIEW_IMPORTS_PERMISSIONS)
+@require_GET
+def contact_import_progress(request: HttpRequest, import_id: int) -> JsonResponse:
+    """The import's progress as JSON (`example.imports.progress`)."""
+    return JsonResponse(imports.progress(_own_import(request.user, import_id)))

@@ -281,10 +281,10 @@ TASKS = {
 }
 
 # --- The example site ---------------------------------------------------------------------
-# The example pages (/, /activity/, /notifications/, /reports/) mail any address a user
-# types, so they need a login and the example's permissions, and exist only while this is
-# on: by default in development, not in production (EXAMPLE_PAGES=on switches them on
-# there). Off, they answer 404.
+# The example pages (/, /activity/, /notifications/, /reports/, /comments/, /imports/) mail
+# any address a user types, so they need a login and the example's permissions, and exist
+# only while this is on: by default in development, not in production (EXAMPLE_PAGES=on
+# switches them on there). Off, they answer 404.
 EXAMPLE_PAGES = env_bool("EXAMPLE_PAGES", default=not PRODUCTION)
 # Comments (user content with a lifetime) are deleted this many hours after creation. The
 # environment's old name, JOBS_COMMENT_LIFETIME_HOURS, is still read when the new one is unset.

@@ -164,6 +164,8 @@ def test_reset_demo_user__gives_the_example_permissions_and_a_fresh_password() -
         == 302
     )
     assert client.post("/reports/", {"title": "t", "hours": "1"}).status_code == 302
+    # It has an address for the import's summary too.
+    assert client.post("/imports/start/", {"contacts": "Ada, a@b.example"}).status_code == 302
 
 
 @override_settings(PRODUCTION=True)
