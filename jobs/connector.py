@@ -87,10 +87,12 @@ LISTEN_CHECK_INTERVAL = 30.0
 JOB_END_QUERIES = frozenset({sql.queries["finish_job"], sql.queries["retry_job"]})
 # procrastinate's statement that records a job's end, when the job is deleted as it ends
 # (`--delete-jobs`), telling the database how it ended first: the trigger that counts the
-# jobs of a batch (migration jobs.0010) reads it, the job's row being gone.
+# jobs of a batch (migration jobs.0010) reads it, the job's row being gone. The status is
+# given twice, as two parameters: one parameter in both places would be typed text for
+# both, and procrastinate's function takes its status type, which text is not cast to.
 FINISH_AND_DELETE_JOB: LiteralString = (
     "SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, %(delete_job)s) "
-    "FROM (SELECT set_config('jobs.deleted_job_status', %(status)s, true)) AS hint"
+    "FROM (SELECT set_config('jobs.deleted_job_status', %(ended_as)s, true)) AS hint"
 )
 # The wake-up `listen_notify` delivers besides the database's notifications: what
 # procrastinate's trigger sends when a job is inserted (the worker reads "type" only), with
@@ -255,7 +257,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         if query in JOB_END_QUERIES:
             extra = self._with_job_end.pop(arguments["job_id"], None)
         if query == sql.queries["finish_job"] and arguments.get("delete_job"):
-            await self._retrying(query, lambda: parent(FINISH_AND_DELETE_JOB, **arguments))
+            ended_as = str(arguments["status"])
+            await self._retrying(
+                query, lambda: parent(FINISH_AND_DELETE_JOB, **arguments, ended_as=ended_as)
+            )
             return
         if extra is not None:
             statement, extra_arguments = extra
