@@ -28,7 +28,8 @@ transaction, and records their job ids, and a callback with an id is never defer
 each callback runs at most once in a batch's life, even if jobs retried by hand end it again.
 A worker killed in the middle of a job commits nothing: the job stays running until
 stalled-job recovery puts it back, and it is counted when it ends. A job put back for a retry
-is not counted: it has not ended.
+is not counted: it has not ended. A waiting job rescheduled (jobs.job_actions.reschedule
+replaces it with a copy) hands its place in the batch to the copy.
 
 Deleted jobs. Retention deletes ended jobs only, already counted. A job deleted before it
 ended (`cancel_job_by_id(delete_job=True)`, or by hand) counts as cancelled; a job a worker

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from django.core.management import call_command
@@ -37,7 +37,7 @@ from django.utils import timezone
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
-from jobs import retention, stalled, workflows
+from jobs import job_actions, retention, stalled, workflows
 from jobs.databases import listening_pids
 from jobs.job_statuses import FINISHED_STATUSES
 from jobs.models import Batch, BatchJob, JobResult
@@ -55,8 +55,24 @@ def on(tag: str, queue: str = "tests") -> workflows.JobSpec:
     return workflows.job(wt.callback.configure(queue=queue), tag=tag)
 
 
-def callbacks(queue: str = "tests") -> dict[str, workflows.JobSpec]:
-    return {role: on(role.removeprefix("on_"), queue) for role in workflows.CALLBACKS}
+class Callbacks(TypedDict):
+    on_success: workflows.JobSpec
+    on_finish: workflows.JobSpec
+    on_failure: workflows.JobSpec
+
+
+def callbacks(queue: str = "tests") -> Callbacks:
+    """The three callbacks, tagged "success", "finish" and "failure"."""
+    return Callbacks(
+        on_success=on("success", queue),
+        on_finish=on("finish", queue),
+        on_failure=on("failure", queue),
+    )
+
+
+def returned(job_id: int | None) -> Any:
+    """What the job returned, as its result row keeps it."""
+    return JobResult.objects.values_list("return_value", flat=True).get(job_id=job_id)
 
 
 def deferred_callbacks(batch_id: int) -> Counter[str]:
@@ -277,7 +293,7 @@ def test_batch__a_job_retried_by_its_task_counts_once(run_worker: Callable[..., 
     assert counts(batch.pk) == (2, 0, 2, 0, 0)
     assert deferred_callbacks(batch.pk) == {"success": 1, "finish": 1}
     assert callbacks_ran(batch)
-    success = JobResult.objects.get(job_id=batch.on_success_job_id).return_value
+    success = returned(batch.on_success_job_id)
     assert success["batch"]["succeeded"] == 2
 
 
@@ -306,6 +322,25 @@ def test_batch__cancelling_its_last_waiting_job_ends_it_with_on_finish_only(
     )
     assert counts(batch.pk) == (2, 0, 1, 0, 1)
     assert deferred_callbacks(batch.pk) == {"finish": 1}
+
+
+def test_batch__a_waiting_job_rescheduled_stays_in_it_as_its_copy(
+    run_worker: Callable[..., Any],
+) -> None:
+    batch = workflows.defer_batch(
+        [workflows.job(wt.double, n=1), workflows.job(wt.double, n=2)], **callbacks()
+    )
+    first, second = members(batch.pk)
+
+    # The admin's and the API's reschedule: a waiting job is cancelled and copied.
+    copy = job_actions.reschedule([second], at=timezone.now()).replaced[second]
+
+    assert members(batch.pk) == [first, copy]
+    assert counts(batch.pk) == (2, 2, 0, 0, 0)
+    run_worker("--queues", "tests")
+    assert counts(batch.pk) == (2, 0, 2, 0, 0)
+    assert deferred_callbacks(batch.pk) == {"success": 1, "finish": 1}
+    assert listed(batch.pk) == {first: ("succeeded", "succeeded"), copy: ("succeeded", "succeeded")}
 
 
 # --- Deleted jobs -------------------------------------------------------------------------
@@ -438,7 +473,7 @@ def test_batch__retried_by_hand_reopens_and_defers_only_the_callbacks_not_yet_de
     assert workflows.batch_state(batch) == "succeeded"
     assert deferred_callbacks(batch.pk) == {"failure": 1, "finish": 1, "success": 1}
     assert (batch.on_finish_job_id, batch.on_failure_job_id) == first_callbacks
-    success = JobResult.objects.get(job_id=batch.on_success_job_id).return_value
+    success = returned(batch.on_success_job_id)
     assert (success["batch"]["succeeded"], success["batch"]["failed"]) == (2, 0)
 
 
