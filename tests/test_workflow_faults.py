@@ -377,6 +377,28 @@ def test_batch__jobs_a_worker_deletes_as_they_end_count_as_they_ended(
     }
 
 
+def test_chain__a_step_deleted_as_it_succeeds_hands_its_result_on(
+    run_worker: Callable[..., Any],
+) -> None:
+    chain = workflows.defer_chain(
+        [
+            workflows.job(wt.add, n=1),
+            workflows.job(wt.add, n=10).result_as("previous"),
+            # Fails with what it got, and so stays: a failed job is not deleted.
+            workflows.job(wt.fail).result_as("n"),
+        ],
+        **callbacks(PARKED),
+    )
+
+    run_worker("--queues", "tests", "--delete-jobs", "successful")
+
+    first, second, last = members(chain.pk)
+    assert statuses([first, second, last]) == {last: "failed"}
+    assert ProcrastinateJob.objects.get(id=last).args == {"n": 11}
+    assert counts(chain.pk) == (3, 0, 2, 1, 0)
+    assert deferred_callbacks(chain.pk) == {"failure": 1, "finish": 1}
+
+
 def test_batch__waiting_jobs_deleted_by_their_cancel_count_as_cancelled() -> None:
     batch = workflows.defer_batch(
         [workflows.job(wt.double, n=1), workflows.job(wt.double, n=2)], **callbacks()
