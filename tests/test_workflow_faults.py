@@ -2,17 +2,19 @@
 proved with real worker processes and PostgreSQL.
 
 - Two jobs of a batch ending at the same moment on two workers (many rounds, half of them
-  with both ends held on the batch's row and let go together), and 200 quick jobs on three
-  busy workers: each callback is deferred once.
+  with both ends held on the batch's row and let go together, half with one job failing),
+  and 200 quick jobs on three busy workers: each callback is deferred once.
 - A worker SIGKILLed while running a batch's last job: the batch stays open until
   stalled-job recovery reruns the job, then its callbacks are deferred once.
 - A job retried by its task's policy counts once; a waiting job cancelled counts as
-  cancelled and, as the last, ends the batch with on_finish only.
+  cancelled and, as the last, ends the batch with on_finish only; a waiting job
+  rescheduled (replaced by a copy) stays in its batch as the copy.
 - Jobs deleted as they end (`--delete-jobs`), before they ran (`cancel_job_by_id(...,
   delete_job=True)`) or after (retention): each counts once, as it ended; the batch lists
   the deleted ones as such.
 - A retry by hand reopens a finished batch or a stopped chain; the callbacks already
-  deferred are not deferred again.
+  deferred are not deferred again. A chain's step deleted as it succeeds hands its return
+  value on.
 - Procrastinate and Django `@task` functions, sync and async, as jobs, steps and callbacks.
 
 A callback is counted from procrastinate's job table: every callback job deferred for a
@@ -178,14 +180,22 @@ def test_batch__two_last_jobs_ending_at_once_on_two_workers_defer_each_callback_
     start_workers(start_worker, 2, "--queues", "tests", "--concurrency", "1")
 
     for round_ in range(ROUNDS):
-        # Half the rounds hold both ends on the batch's row and let them go together.
-        end_at_once(tmp_path / f"go-{round_}", held=bool(round_ % 2), what=f"round {round_}")
+        # Half the rounds hold both ends on the batch's row and let them go together; in
+        # every other pair of rounds one of the two jobs fails.
+        end_at_once(
+            tmp_path / f"go-{round_}",
+            held=bool(round_ % 2),
+            one_fails=bool(round_ // 2 % 2),
+            what=f"round {round_}",
+        )
 
 
-def end_at_once(flag: Path, *, held: bool, what: str) -> None:
+def end_at_once(flag: Path, *, held: bool, one_fails: bool, what: str) -> None:
     """A batch of two jobs that end at the same moment on two workers: each callback once."""
+    second = wt.wait_then_fail if one_fails else wt.wait
     batch = workflows.defer_batch(
-        [workflows.job(wt.wait, path=str(flag), n=n) for n in (1, 2)], **callbacks()
+        [workflows.job(wt.wait, path=str(flag), n=1), workflows.job(second, path=str(flag), n=2)],
+        **callbacks(),
     )
     job_ids = members(batch.pk)
     wait_until(lambda: running_on_two_workers(job_ids), what=f"{what}: both running")
@@ -204,8 +214,12 @@ def end_at_once(flag: Path, *, held: bool, what: str) -> None:
     # Each end deferred what it deferred in its own commit: all is in once both ended.
     wait_until(lambda: ended(job_ids), what=f"{what}: both ended")
 
-    assert counts(batch.pk) == (2, 0, 2, 0, 0), what
-    assert deferred_callbacks(batch.pk) == {"success": 1, "finish": 1}, what
+    if one_fails:
+        assert counts(batch.pk) == (2, 0, 1, 1, 0), what
+        assert deferred_callbacks(batch.pk) == {"failure": 1, "finish": 1}, what
+    else:
+        assert counts(batch.pk) == (2, 0, 2, 0, 0), what
+        assert deferred_callbacks(batch.pk) == {"success": 1, "finish": 1}, what
     # The workers' slots are free again for the next round's two jobs.
     wait_until(lambda: callbacks_ran(batch), what=f"{what}: callbacks ran")
 

@@ -56,6 +56,13 @@ def wait(path: str, n: int = 0, timeout: float = 60) -> int:
     return n
 
 
+# No retry: it fails for good as soon as `path` exists (a test ends it when it is ready).
+@app.task(name="tests.wf.wait_then_fail", queue="tests")
+def wait_then_fail(path: str, n: int = 0, timeout: float = 60) -> None:
+    wait(path, n, timeout)
+    raise ValueError(f"job {n} fails")
+
+
 # No retry: it fails for good until the test creates `path`, then a retry by hand succeeds.
 @app.task(name="tests.wf.fail_until", queue="tests")
 def fail_until(path: str, n: int = 0) -> int:
