@@ -86,11 +86,16 @@ LISTEN_CHECK_INTERVAL = 30.0
 # The statements with which procrastinate's worker records that a job ended.
 JOB_END_QUERIES = frozenset({sql.queries["finish_job"], sql.queries["retry_job"]})
 # procrastinate's statement that records a job's end, when the job is deleted as it ends
-# (`--delete-jobs`), telling the database how it ended first: the trigger that counts the
-# jobs of a batch (migration jobs.0010) reads it, the job's row being gone.
+# (`--delete-jobs`), telling the database first how it ended and what it returned (JSON
+# text, '' if unknown): the trigger that counts the jobs of a batch and hands a chain's
+# results on (migration jobs.0010) reads them, the job's row and its result being gone.
+# The status is given twice, as two parameters: one parameter in both places would be
+# typed text for both, and procrastinate's function takes its status type, which text is
+# not cast to.
 FINISH_AND_DELETE_JOB: LiteralString = (
     "SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, %(delete_job)s) "
-    "FROM (SELECT set_config('jobs.deleted_job_status', %(status)s, true)) AS hint"
+    "FROM (SELECT set_config('jobs.deleted_job_status', %(ended_as)s, true), "
+    "set_config('jobs.deleted_job_return_value', %(return_value)s, true)) AS hint"
 )
 # The wake-up `listen_notify` delivers besides the database's notifications: what
 # procrastinate's trigger sends when a job is inserted (the worker reads "type" only), with
@@ -195,8 +200,9 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         self.reconnect_timeout = reconnect_timeout
         self._fetching = False
         self._notified_while_fetching = False
-        # Job id -> a statement (a WITH query) and its parameters, to run with the job's end.
-        self._with_job_end: dict[int, tuple[LiteralString, dict[str, Any]]] = {}
+        # Job id -> a statement (a WITH query) and its parameters, to run with the job's end,
+        # and the job's return value (JSON text), to hand on if the job is deleted instead.
+        self._with_job_end: dict[int, tuple[LiteralString, dict[str, Any], str | None]] = {}
         self._wake_up: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._wake_ups: set[asyncio.Task[None]] = set()
 
@@ -231,16 +237,23 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         await self.pool.drain()
 
     def write_with_job_end(
-        self, job_id: int, statement: LiteralString, arguments: dict[str, Any]
+        self,
+        job_id: int,
+        statement: LiteralString,
+        arguments: dict[str, Any],
+        *,
+        return_value: str | None = None,
     ) -> None:
         """Run `statement` (`name AS (INSERT ...)`) as part of the query recording the end of
         job `job_id` (finished, or to be retried): in the same round trip and transaction.
 
         Not when the job is deleted as it finishes (`--delete-jobs`): what the statement
-        writes about it would go with it. If the statement fails (other than by a lost
-        connection), the error is logged and the job's end is recorded without it.
+        writes about it would go with it. The job's `return_value` (JSON text) is then
+        given to the database instead, for a chain's next step. If the statement fails
+        (other than by a lost connection), the error is logged and the job's end is
+        recorded without it.
         """
-        self._with_job_end[job_id] = (statement, arguments)
+        self._with_job_end[job_id] = (statement, arguments, return_value)
 
     async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
         await self._execute(query, arguments)
@@ -255,10 +268,14 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         if query in JOB_END_QUERIES:
             extra = self._with_job_end.pop(arguments["job_id"], None)
         if query == sql.queries["finish_job"] and arguments.get("delete_job"):
-            await self._retrying(query, lambda: parent(FINISH_AND_DELETE_JOB, **arguments))
+            hints = {
+                "ended_as": str(arguments["status"]),
+                "return_value": (extra[2] if extra is not None else None) or "",
+            }
+            await self._retrying(query, lambda: parent(FINISH_AND_DELETE_JOB, **arguments, **hints))
             return
         if extra is not None:
-            statement, extra_arguments = extra
+            statement, extra_arguments, _ = extra
             combined: LiteralString = "WITH " + statement + "\n" + query
             try:
                 await self._retrying(

@@ -12,7 +12,8 @@ Aborting a job that has not started cancels it (it will never run), as procrasti
 Rescheduling has no direct counterpart in procrastinate for a job that waits: its retry
 function only accepts failed (or running) jobs. A waiting job is therefore rescheduled by
 cancelling it and deferring a copy (same task, arguments, queue, priority, locks) at the
-new time, in one transaction: the copy has a new id, which the outcome reports.
+new time, in one transaction: the copy has a new id, which the outcome reports, and takes
+the job's place in its batch or chain.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from django.utils import timezone
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
+
+from jobs.models import BatchJob
 
 
 @dataclass
@@ -146,5 +149,9 @@ def _replace_waiting(job: ProcrastinateJob, *, at: dt.datetime) -> int | None:
             scheduled_at=at,
         )
         created = app.job_manager.defer_job(copy)
-    assert created.id is not None
+        assert created.id is not None
+        # The copy takes the job's place in its batch (jobs/workflows.py), if it has one,
+        # before the commit counts the cancel: else the batch would count the job as
+        # cancelled and end without the copy.
+        BatchJob.objects.filter(job_id=job.id).update(job_id=created.id)
     return created.id

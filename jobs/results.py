@@ -383,7 +383,9 @@ async def record_result(
             if isinstance(context.app.connector, ReconnectingPsycopgConnector):
                 # Written by the statement that records the job's end: no round trip of
                 # its own, and the outcome and the job's end are committed together.
-                context.app.connector.write_with_job_end(job_id, JOB_END_CTE, row)
+                context.app.connector.write_with_job_end(
+                    job_id, JOB_END_CTE, row, return_value=outcome.get("return_value")
+                )
             else:
                 await _write(attempt, row)
 

@@ -28,13 +28,15 @@ transaction, and records their job ids, and a callback with an id is never defer
 each callback runs at most once in a batch's life, even if jobs retried by hand end it again.
 A worker killed in the middle of a job commits nothing: the job stays running until
 stalled-job recovery puts it back, and it is counted when it ends. A job put back for a retry
-is not counted: it has not ended.
+is not counted: it has not ended. A waiting job rescheduled (jobs.job_actions.reschedule
+replaces it with a copy) hands its place in the batch to the copy.
 
 Deleted jobs. Retention deletes ended jobs only, already counted. A job deleted before it
 ended (`cancel_job_by_id(delete_job=True)`, or by hand) counts as cancelled; a job a worker
 run with `--delete-jobs` deletes as it ends counts as it ended (the worker's connector tells
-the trigger). The batch keeps its memberships (`BatchJob`) and lists such jobs as deleted;
-a chain whose step was deleted as it succeeded hands `null` on as its return value.
+the trigger), and a chain's step deleted as it succeeds hands its return value on all the
+same (the connector gives it to the trigger too). The batch keeps its memberships
+(`BatchJob`) and lists such jobs as deleted.
 
 The cost for jobs of no batch is one look-up in jobs_batchjob's primary key when they end,
 inside the statement that ends them; a batch's job adds one update of the batch's row there.

@@ -56,6 +56,21 @@ def wait(path: str, n: int = 0, timeout: float = 60) -> int:
     return n
 
 
+# No retry: it fails for good as soon as `path` exists (a test ends it when it is ready).
+@app.task(name="tests.wf.wait_then_fail", queue="tests")
+def wait_then_fail(path: str, n: int = 0, timeout: float = 60) -> None:
+    wait(path, n, timeout)
+    raise ValueError(f"job {n} fails")
+
+
+# No retry: it fails for good until the test creates `path`, then a retry by hand succeeds.
+@app.task(name="tests.wf.fail_until", queue="tests")
+def fail_until(path: str, n: int = 0) -> int:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist yet")
+    return n
+
+
 @app.task(name="tests.wf.fan_out", queue="tests")
 def fan_out(count: int) -> int:
     """A job of a batch that adds `count` jobs to its own batch."""
@@ -88,6 +103,21 @@ async def django_asquare(n: int, previous: int = 0) -> int:
     return n * n + previous
 
 
+# A chain's step that fails for good until the test creates `path` (Django tasks do not
+# retry here: the backend's OPTIONS set no retry).
+@task()
+def django_fail_until(path: str, previous: int = 0) -> int:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist yet")
+    return previous + 1
+
+
 @task()
 def django_callback(batch: dict[str, Any]) -> int:
     return int(batch["succeeded"])
+
+
+@task()
+async def django_acallback(batch: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"total": batch["total"], "failed": batch["failed"]}

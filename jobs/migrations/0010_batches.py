@@ -125,7 +125,14 @@ BEGIN
         _step := _batch.steps -> (_batch.position + 1);
         _extra := '{}'::jsonb;
         IF jsonb_typeof(_step -> 'result_as') = 'string' THEN
-            SELECT return_value INTO _value FROM jobs_jobresult WHERE job_id = _job_id;
+            IF TG_OP = 'DELETE' THEN
+                -- Deleted as it ended (--delete-jobs), its result with it: the worker's
+                -- connector gave the return value (jobs/connector.py).
+                _value := NULLIF(
+                    current_setting('jobs.deleted_job_return_value', true), '')::jsonb;
+            ELSE
+                SELECT return_value INTO _value FROM jobs_jobresult WHERE job_id = _job_id;
+            END IF;
             _extra := jsonb_build_object(_step ->> 'result_as', COALESCE(_value, 'null'::jsonb));
         END IF;
         _next := jobs_batch_defer_v1(_step, _extra);
