@@ -284,6 +284,32 @@ def _add(batch_id: int, specs: list[JobSpec]) -> list[int]:
     return ids
 
 
+@dataclasses.dataclass(frozen=True)
+class Callbacks:
+    """A workflow's callbacks and the rest of what describes it, as its caller gave them."""
+
+    on_success: JobSpec | None = None
+    on_finish: JobSpec | None = None
+    on_failure: JobSpec | None = None
+    description: str = ""
+    properties: dict[str, Any] | None = None
+
+    def create(self, kind: str, **fields: Any) -> Batch:
+        """The workflow's row, once its callbacks and its description are checked."""
+        callbacks = _check_workflow(
+            self.description,
+            self.properties,
+            {role: getattr(self, role) for role in CALLBACKS},
+        )
+        return Batch.objects.create(
+            kind=kind,
+            description=self.description,
+            properties=self.properties or {},
+            callbacks=callbacks,
+            **fields,
+        )
+
+
 @transaction.atomic
 def defer_batch(
     jobs: Iterable[JobSpec],
@@ -298,16 +324,8 @@ def defer_batch(
     its own): all of it, or nothing. procrastinate's AlreadyEnqueued if a job's queueing
     lock is held."""
     specs = _specs(jobs)
-    callbacks = _check_workflow(
-        description,
-        properties,
-        {"on_success": on_success, "on_finish": on_finish, "on_failure": on_failure},
-    )
-    batch = Batch.objects.create(
-        kind=Batch.Kind.BATCH,
-        description=description,
-        properties=properties or {},
-        callbacks=callbacks,
+    batch = Callbacks(on_success, on_finish, on_failure, description, properties).create(
+        Batch.Kind.BATCH
     )
     _add(batch.pk, specs)
     batch.refresh_from_db()
@@ -329,22 +347,12 @@ def defer_chain(
     specs = _specs(steps)
     if specs[0].receives_result_as is not None:
         raise ValueError("The first step of a chain has no result to receive.")
-    callbacks = _check_workflow(
-        description,
-        properties,
-        {"on_success": on_success, "on_finish": on_finish, "on_failure": on_failure},
-    )
     stored_steps = [
         {"task_name": specs[0].task_name, "result_as": None},
         *(spec.stored(f"step {position + 2}") for position, spec in enumerate(specs[1:])),
     ]
-    batch = Batch.objects.create(
-        kind=Batch.Kind.CHAIN,
-        description=description,
-        properties=properties or {},
-        callbacks=callbacks,
-        steps=stored_steps,
-        total=len(specs),
+    batch = Callbacks(on_success, on_finish, on_failure, description, properties).create(
+        Batch.Kind.CHAIN, steps=stored_steps, total=len(specs)
     )
     with defer_statement() as execute:
         execute(START_CHAIN_SQL, batch_id=batch.pk, job=job_to_defer(specs[0].procrastinate_job()))
