@@ -101,11 +101,11 @@ DECLARE
     _held text[];
     -- The tasks and queues of the full limits without a key (all their jobs are held),
     -- and of those with a key (only the jobs of the full keys are held).
-    _held_tasks text[];
-    _held_queues text[];
-    _keyed_tasks text[];
-    _keyed_queues text[];
-    _keyed jobs_limit_v1[];
+    _held_tasks text[] := '{}';
+    _held_queues text[] := '{}';
+    _keyed_tasks text[] := '{}';
+    _keyed_queues text[] := '{}';
+    _keyed jobs_limit_v1[] := '{}';
     _full boolean;
     _round integer := 0;
 BEGIN
@@ -175,18 +175,20 @@ BEGIN
 
     LOOP
         _round := _round + 1;
-        _held_tasks := ARRAY(
-            SELECT unnest(l.tasks) FROM unnest(_limits) l
-             WHERE l.key IS NULL AND l.name || chr(31) = ANY(_held));
-        _held_queues := ARRAY(
-            SELECT unnest(l.queues) FROM unnest(_limits) l
-             WHERE l.key IS NULL AND l.name || chr(31) = ANY(_held));
-        _keyed := ARRAY(
-            SELECT l FROM unnest(_limits) l
-             WHERE l.key IS NOT NULL
-               AND EXISTS (SELECT 1 FROM unnest(_held) h WHERE starts_with(h, l.name || chr(31))));
-        _keyed_tasks := ARRAY(SELECT unnest(l.tasks) FROM unnest(_keyed) l);
-        _keyed_queues := ARRAY(SELECT unnest(l.queues) FROM unnest(_keyed) l);
+        IF cardinality(_held) > 0 THEN  -- else they stay empty: most fetches
+            _held_tasks := ARRAY(
+                SELECT unnest(l.tasks) FROM unnest(_limits) l
+                 WHERE l.key IS NULL AND l.name || chr(31) = ANY(_held));
+            _held_queues := ARRAY(
+                SELECT unnest(l.queues) FROM unnest(_limits) l
+                 WHERE l.key IS NULL AND l.name || chr(31) = ANY(_held));
+            _keyed := ARRAY(
+                SELECT l FROM unnest(_limits) l
+                 WHERE l.key IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM unnest(_held) h WHERE starts_with(h, l.name || chr(31))));
+            _keyed_tasks := ARRAY(SELECT unnest(l.tasks) FROM unnest(_keyed) l);
+            _keyed_queues := ARRAY(SELECT unnest(l.queues) FROM unnest(_keyed) l);
+        END IF;
 
         SELECT jobs.* INTO _candidate
             FROM procrastinate_jobs AS jobs
