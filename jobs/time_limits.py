@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections
 from procrastinate.tasks import Task
+from procrastinate.testing import InMemoryConnector
 
 from jobs.conf import jobs_settings, seconds_problem
 from jobs.processes import REPLACE_EXIT_CODE
@@ -248,20 +249,21 @@ async def enforce_time_limits(
     try:
         return await call_next()
     except asyncio.CancelledError:
-        if attempt.cancelled and task.uncancel() <= attempt.cancelling:
-            raise TimeLimitExceeded(attempt.message()) from None
-        raise
-    except TimeLimitExceeded as exc:
-        if not exc.args:  # raised in the thread by the soft stop, which cannot say why
-            exc.args = (attempt.message(),)
+        if attempt.cancelled:
+            attempt.cancelled = False  # taken back below
+            if task.uncancel() <= attempt.cancelling:  # no other cancellation meanwhile
+                raise TimeLimitExceeded(attempt.message()) from None
         raise
     except Exception as exc:
-        if attempt.cancelled:
-            task.uncancel()
-        if attempt.stopped:  # the task turned the stop into an error of its own
+        if isinstance(exc, TimeLimitExceeded):
+            if not exc.args:  # raised in the thread by the soft stop, which cannot say why
+                exc.args = (attempt.message(),)
+        elif attempt.stopped:  # the task turned the stop into an error of its own
             raise TimeLimitExceeded(attempt.message()) from exc
         raise
     finally:
+        if attempt.cancelled:
+            task.uncancel()  # the task went on after its cancellation: how it ended stands
         if attempt.timer is not None:
             attempt.timer.cancel()
         del state.running[job.id]
@@ -323,6 +325,10 @@ def _on_limit(state: _WorkerState, attempt: _Attempt, worker: procrastinate_work
 
 def _on_grace(state: _WorkerState, attempt: _Attempt, worker: procrastinate_worker.Worker) -> None:
     if attempt.task.done():
+        return
+    if isinstance(worker.app.connector, InMemoryConnector):
+        # Eager mode in tests: the worker shares the test's process, which must not exit.
+        logger.error("%s Its thread does not stop.", attempt.message())
         return
     attempt.abandoned = True
     logger.error(
