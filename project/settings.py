@@ -8,6 +8,7 @@ PostgreSQL server starts on first connection (see `project.embedded_postgres`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -52,6 +53,16 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}.")
     return value
+
+
+def env_json(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not JSON: {error}.") from None
 
 
 def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
@@ -253,9 +264,9 @@ PROCRASTINATE_READONLY_MODELS = True
 # Defaults for `manage.py procrastinate worker`; command-line flags override them.
 PROCRASTINATE_WORKER_DEFAULTS = {
     # LISTEN/NOTIFY wakes the worker as soon as a job is deferred; polling is only the
-    # fallback for scheduled jobs and missed notifications.
+    # fallback for scheduled jobs, missed notifications and rate limits, every second (the
+    # jobs app's default, jobs/worker.py: set fetch_job_polling_interval here to change it).
     "listen_notify": True,
-    "fetch_job_polling_interval": 5.0,
     # Jobs that are still running at shutdown get this long to finish.
     "shutdown_graceful_timeout": 30.0,
 }
@@ -352,6 +363,14 @@ JOBS_METRICS_WINDOW_SECONDS = env_int(
 # gap); older ones were missed by an outage and run once (catch_up) or not at all.
 JOBS_SCHEDULE_MISSED_AFTER_SECONDS = env_int(
     "JOBS_SCHEDULE_MISSED_AFTER_SECONDS", JobsSettings.JOBS_SCHEDULE_MISSED_AFTER_SECONDS.default
+)
+# Concurrency and rate limits per queue, as JSON: {"billing": {"concurrency": 5},
+# "mail": {"rate": 100, "per": 60}} (README, "Concurrency and rate limits").
+JOBS_QUEUE_LIMITS = env_json("JOBS_QUEUE_LIMITS", JobsSettings.JOBS_QUEUE_LIMITS.default)
+# Off: workers fetch with procrastinate's own function, which knows neither limits nor
+# paused queues (for comparing the two; bench_jobs does).
+JOBS_FETCH_WITH_LIMITS = env_bool(
+    "JOBS_FETCH_WITH_LIMITS", JobsSettings.JOBS_FETCH_WITH_LIMITS.default
 )
 
 # --- Auth, i18n, static -----------------------------------------------------------------
