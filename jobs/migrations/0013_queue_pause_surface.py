@@ -6,9 +6,6 @@ API tokens' capability to pause queues.
 - `ApiToken.may_pause_queues`, false for every token issued before (a database default, so
   the column is added in one statement whatever the table's size): a pause stops every
   task's jobs in the queue, more than an existing token was given.
-
-Numbered 0013 to follow the limits' `0012_limits`; it depends on 0011 only, as it needs nothing
-of 0012 (the two merge by pointing this one at 0012, see the branch's report).
 """
 
 from django.db import migrations, models
@@ -16,7 +13,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0011_paused_queues"),
+        ("jobs", "0012_limits"),
     ]
 
     operations = [
