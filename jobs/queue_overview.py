@@ -3,7 +3,8 @@ admin's page of queues, limits and pauses, `GET /api/queues/` and the dashboard 
 one rule of which queue a person may pause from them.
 
 A queue is known when jobs in the table use it (one index probe per name), a task of the
-code is declared on it, Django's `TASKS` setting lets Django tasks use it, or it is paused.
+code is declared on it, Django's `TASKS` setting lets Django tasks use it, JOBS_QUEUE_LIMITS
+limits it, or it is paused.
 Its figures come from `queue_stats.queue_states`: counted below `ACTIVE_LIMIT` waiting and
 running jobs, estimated above, as on the dashboard.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from django.tasks import task_backends
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs import queue_pauses, queue_stats
+from jobs import limits, queue_pauses, queue_stats
 from jobs.django_tasks import ProcrastinateBackend
 from jobs.models import PausedQueue
 
@@ -59,6 +60,11 @@ class QueueRow:
         return self.pause is not None
 
 
+def configured_queues() -> set[str]:
+    """The queues the settings name: Django tasks' (TASKS) and limited ones (JOBS_QUEUE_LIMITS)."""
+    return django_task_queues() | {queue for item in limits.queue_limits() for queue in item.queues}
+
+
 def django_task_queues() -> set[str]:
     """The queues Django's TASKS setting lets Django tasks use, on this app's backends."""
     queues: set[str] = set()
@@ -76,7 +82,7 @@ def queue_rows() -> list[QueueRow]:
     """Every known queue, by name (see the module's docstring for which and at what cost)."""
     paused = pauses()
     states = {state.queue: state for state in queue_stats.queue_states()}
-    names = set(states) | set(paused) | django_task_queues()
+    names = set(states) | set(paused) | configured_queues()
     # The queues of jobs that are all finished are not in `states`, whose figures are of
     # waiting and running jobs (and estimates, which ANALYZE may not have made yet).
     names |= set(queue_stats.distinct_values("queue_name"))
@@ -100,7 +106,7 @@ def is_known(queue: str) -> bool:
     registered, _ = queue_stats.registered_queues_and_tasks()
     return (
         queue in registered
-        or queue in django_task_queues()
+        or queue in configured_queues()
         or PausedQueue.objects.filter(queue_name=queue).exists()
         or ProcrastinateJob.objects.filter(queue_name=queue).exists()  # on its index
     )
@@ -108,7 +114,7 @@ def is_known(queue: str) -> bool:
 
 def check_known_queue(queue: object) -> str:
     """`queue` if it names a known queue; ValidationError if it cannot name a queue at all,
-    UnknownQueue if no job, task, setting or pause uses it (a typo, most likely)."""
+    UnknownQueue if no job, task, setting or pause names it (a typo, most likely)."""
     name = queue_pauses.check_queue_name(queue)
     if not is_known(name):
         raise UnknownQueue(name)

@@ -1,5 +1,7 @@
 """The admin's page of queues, limits and pauses: every known queue with its waiting and
-running jobs and its pause, and the buttons that pause and resume it.
+running jobs and its pause, the buttons that pause and resume it, and every concurrency and
+rate limit with its figures now (jobs/limits.py: running, recent starts, waiting and held
+back, per key).
 
 One page, no model list: `QueueControl` (a proxy of `PausedQueue`) only gives it its place
 in the admin's index, at /admin/jobs/queuecontrol/. Viewing it needs what the job list
@@ -19,10 +21,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from jobs import queue_overview, queue_pauses
+from jobs import limits, queue_overview, queue_pauses
 from jobs.access import PAUSE_QUEUES, may_view_jobs
 from jobs.admin.checked import ModelAdmin
 from jobs.admin.formatting import moment
+from jobs.conf import jobs_settings
 from jobs.models import QueueControl
 
 
@@ -115,6 +118,10 @@ class QueueControlAdmin(ModelAdmin[QueueControl]):
             "opts": self.opts,
             "media": self.media,
             "queues": queue_overview.queue_rows(),
+            "limits": limits.limit_figures(),
+            # Workers fetching with procrastinate's own function apply neither.
+            "limits_apply": jobs_settings.JOBS_INSTALL_WORKER_EXTRAS
+            and jobs_settings.JOBS_FETCH_WITH_LIMITS,
             "may_pause": self.may_pause(request),
             "reason_limit": queue_pauses.REASON_LIMIT,
         }
