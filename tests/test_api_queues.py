@@ -4,6 +4,7 @@ test client; the token capability they need (`create_api_token --may-pause-queue
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
@@ -12,10 +13,13 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs import queue_pauses
 from jobs.models import ApiToken, PausedQueue
+from jobs.testing import WorkerProcess, wait_until
 from jobs.tokens import issue_token
+from tests import django_task_functions
 from tests.conftest import JobMaker
 
 pytestmark = pytest.mark.django_db
@@ -282,3 +286,25 @@ def test_token_admin__only_who_may_pause_queues_hands_the_capability_on(client: 
     assert 'name="may_pause_queues"' in client.get(url).content.decode()
     assert client.post(url, form).status_code == 302
     assert ApiToken.objects.get().may_pause_queues is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queue_pause__a_real_worker_takes_none_of_its_jobs_until_resumed_over_the_api(
+    client: Client, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    raw = pausing_token()
+    # Polling every 10 minutes: only the resume's wake-up can start the held job in time.
+    start_worker("--fetch-job-polling-interval", "600")
+
+    assert post(client, "/api/queues/comments/pause/", {"reason": "e2e"}, raw).status_code == 200
+    held = int(django_task_functions.noop.using(queue_name="comments").enqueue().id)
+    elsewhere = int(django_task_functions.noop.enqueue().id)
+
+    wait_until(lambda: status_of(elsewhere) == "succeeded", what="the other queue's job ran")
+    assert status_of(held) == "todo"
+    assert post(client, "/api/queues/comments/resume/", None, raw).json()["changed"] is True
+    wait_until(lambda: status_of(held) == "succeeded", timeout=20, what="resumed: the job ran")
+
+
+def status_of(job_id: int) -> str:
+    return str(ProcrastinateJob.objects.values_list("status", flat=True).get(id=job_id))
