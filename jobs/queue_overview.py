@@ -4,9 +4,8 @@ one rule of which queue a person may pause from them.
 
 A queue is known when jobs in the table use it (one index probe per name), a task of the
 code is declared on it, Django's `TASKS` setting lets Django tasks use it, JOBS_QUEUE_LIMITS
-limits it, or it is paused.
-Its figures come from `queue_stats.queue_states`: counted below `ACTIVE_LIMIT` waiting and
-running jobs, estimated above, as on the dashboard.
+limits it, or it is paused. Its figures come from `queue_stats.queue_states`: counted below
+`ACTIVE_LIMIT` waiting and running jobs, estimated above, as on the dashboard.
 """
 
 from __future__ import annotations
@@ -24,11 +23,11 @@ from jobs.models import PausedQueue
 
 
 class UnknownQueue(Exception):
-    """A well-formed name that no job, task, TASKS setting or pause names."""
+    """A well-formed name that no job, task, setting or pause names."""
 
     def __init__(self, queue: str) -> None:
         super().__init__(
-            f"No queue {queue!r} is known: no job, task or TASKS setting uses it. "
+            f"No queue {queue!r} is known: no job, task, TASKS or JOBS_QUEUE_LIMITS uses it. "
             "(`manage.py pause_queue` pauses a queue before its first job.)"
         )
 
