@@ -8,9 +8,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from bench import worker_tasks
 from bench.defer_cost import defer_rates, enqueue_rates, view_overhead
 from bench.timing import alternating_rounds, with_ratio
-from bench.workers import drain, pickup_latency, run_workers, soak, stock_worker
+from bench.workers import drain, held_back_cpu, pickup_latency, run_workers, soak, stock_worker
 
 
 def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
@@ -40,6 +41,8 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
     figures["django_tasks"] = django_task_figures(options, recommended, log)
     log("Batches beside plain jobs...")
     figures["batches"] = batch_figures(options, recommended, log)
+    log("Limits: the app's fetch beside procrastinate's, a limited drain, held-back CPU...")
+    figures["limits"] = limits_figures(options, recommended, log)
     log("Pickup latency with LISTEN/NOTIFY...")
     figures["pickup_listen_notify"] = pickup_latency(
         recommended, options["latency_count"], listeners=processes
@@ -118,4 +121,51 @@ def batch_figures(
         big = options["big_batch"]
         log(f"Drain one batch of {big:,} no-op sync jobs...")
         figures["big_batch"] = drain(workers, "noop_sync", big, timeout=3600, batched=True)
+    return figures
+
+
+def limits_figures(
+    options: dict[str, Any], workers: list[str], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """What limits (jobs.limits) cost and do, with `workers` (the recommended setup):
+
+    - `unlimited`: the drain of no-op async jobs with the app's fetch (paused queues and
+      limits; the bench tasks declare limits, so it takes its limited path) and with
+      procrastinate's own (JOBS_FETCH_WITH_LIMITS=0), in alternating rounds; `ratio` is
+      the app's rate over procrastinate's;
+    - `limited`: the drain of no-op async jobs limited to LIMITED_CONCURRENCY at once per
+      key, over LIMITED_KEYS keys;
+    - `held_cpu`: the CPU of the workers, idle and then with only held-back jobs queued.
+    """
+    rounds, jobs = options["repeat"], options["jobs"]
+
+    def announce(label: str, number: int) -> None:
+        log(f"Drain {jobs:,} no-op async jobs, {label} ({number}/{rounds})...")
+
+    pair = alternating_rounds(
+        rounds,
+        [
+            (
+                "procrastinate_fetch",
+                partial(drain, workers, "noop_async", jobs, env={"JOBS_FETCH_WITH_LIMITS": "0"}),
+            ),
+            ("app_fetch", partial(drain, workers, "noop_async", jobs)),
+        ],
+        announce,
+    )
+    figures: dict[str, Any] = {"unlimited": with_ratio(pair, "app_fetch", "procrastinate_fetch")}
+    log(
+        f"Drain {jobs:,} no-op async jobs, {worker_tasks.LIMITED_CONCURRENCY} at once per key "
+        f"over {worker_tasks.LIMITED_KEYS} keys..."
+    )
+    figures["limited"] = {
+        **drain(workers, "noop_limited", jobs),
+        "concurrency": worker_tasks.LIMITED_CONCURRENCY,
+        "keys": worker_tasks.LIMITED_KEYS,
+    }
+    seconds, held = options["idle_seconds"], options["held_jobs"]
+    log(f"CPU of idle workers, then of workers with only {held:,} held-back jobs ({seconds} s)...")
+    figures["held_cpu"] = held_back_cpu(
+        workers, seconds=seconds, held=held, listeners=options["processes"]
+    )
     return figures

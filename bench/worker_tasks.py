@@ -12,6 +12,8 @@ are their dotted paths, as always (`bench.worker_tasks.django_noop_sync`).
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 from django.tasks import Task as DjangoTask
@@ -22,6 +24,7 @@ from procrastinate.tasks import Task
 from procrastinate.types import JSONDict
 
 from example.models import Notification
+from jobs.limits import limit
 
 QUEUE = "bench"
 
@@ -67,6 +70,36 @@ def batch_done(batch: dict[str, Any]) -> int:
     return int(batch["succeeded"])
 
 
+# Limited no-ops (jobs.limits): at most LIMITED_CONCURRENCY at once per key, over
+# LIMITED_KEYS keys (`bench_jobs`' limited drain).
+LIMITED_KEYS = 4
+LIMITED_CONCURRENCY = 2
+
+
+@limit("bench.per_key", concurrency=LIMITED_CONCURRENCY, key="k")
+@app.task(name="bench.noop_limited", queue=QUEUE)
+async def noop_limited(n: int, k: int) -> None:
+    return None
+
+
+# One job at a time: `hold_slot` keeps the slot while `noop_held` jobs wait behind it (the
+# CPU of workers whose only jobs are held back).
+@limit("bench.one_at_a_time", concurrency=1)
+@app.task(name="bench.hold_slot", queue=QUEUE)
+async def hold_slot(path: str) -> None:
+    """Keep the limit's one slot until `path` exists (looking 5 times a second)."""
+    while True:
+        if await asyncio.to_thread(os.path.exists, path):
+            return
+        await asyncio.sleep(0.2)
+
+
+@limit("bench.one_at_a_time", concurrency=1)
+@app.task(name="bench.noop_held", queue=QUEUE)
+async def noop_held(n: int) -> None:
+    return None
+
+
 # The kinds `bench_jobs --kinds` offers.
 TASKS: dict[str, Task[Any, Any, Any]] = {
     "noop_sync": noop_sync,
@@ -84,15 +117,23 @@ DJANGO_TASKS: dict[str, DjangoTask[Any, Any]] = {
 
 
 def job_task(kind: str) -> Task[Any, Any, Any]:
-    """The procrastinate task whose jobs run `kind`: one of TASKS, or for `django_<kind>`
-    the task the Django task backend registered under the Django task's path. Its jobs are
-    those `enqueue()` writes (the keyword arguments are the job's), so a benchmark can queue
-    thousands with `batch_defer` before it measures how fast workers run them."""
+    """The procrastinate task whose jobs run `kind`: one of TASKS, `noop_limited`, or for
+    `django_<kind>` the task the Django task backend registered under the Django task's
+    path. Its jobs are those `enqueue()` writes (the keyword arguments are the job's), so a
+    benchmark can queue thousands with `batch_defer` before it measures how fast workers run
+    them."""
     if kind in TASKS:
         return TASKS[kind]
+    if kind == "noop_limited":
+        return noop_limited
     return app.tasks[DJANGO_TASKS[kind].module_path]
 
 
 def noop_kwargs(n: int) -> JSONDict:
     """The arguments of the n-th no-op job."""
     return {"n": n}
+
+
+def limited_kwargs(n: int) -> JSONDict:
+    """The arguments of the n-th limited no-op job: the keys in turn."""
+    return {"n": n, "k": n % LIMITED_KEYS}

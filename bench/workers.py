@@ -5,7 +5,8 @@ is the benchmark's scratch database (`manage.py bench_jobs`):
   start to the last job's end (process start-up is not counted);
 - pickup latency: idle workers, one job at a time, from the job's `deferred` event to its
   `started` event (both stamped by PostgreSQL's clock);
-- soak: a long run with finished jobs deleted, reporting worker memory and table sizes.
+- soak: a long run with finished jobs deleted, reporting worker memory and table sizes;
+- held-back CPU: the CPU of workers whose only jobs a limit holds back, beside idle ones.
 
 The workers are the project's: `manage.py procrastinate worker` (the stock setup) and
 `manage.py run_workers`, with the bench tasks loaded through PROCRASTINATE_IMPORT_PATHS.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -82,6 +85,8 @@ def queued() -> int:
 
 
 def _arguments(kind: str, count: int) -> list[JSONDict]:
+    if kind == "noop_limited":
+        return [worker_tasks.limited_kwargs(n) for n in range(count)]
     if kind.startswith("orm"):
         rows = Notification.objects.bulk_create(
             Notification(recipient="bench@example.com", subject="bench") for _ in range(count)
@@ -117,11 +122,18 @@ def _defer_batch(kind: str, arguments: list[JSONDict]) -> tuple[list[int], int]:
 
 
 def drain(
-    command: list[str], kind: str, count: int, timeout: float = 900, *, batched: bool = False
+    command: list[str],
+    kind: str,
+    count: int,
+    timeout: float = 900,
+    *,
+    batched: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Queue `count` jobs of `kind` (worker_tasks.job_task), let `command`'s workers empty
     the queue; jobs/s. `batched`: the jobs are one batch (jobs.workflows) whose callback
-    must have run, once, when the queue is empty."""
+    must have run, once, when the queue is empty. `env`: more environment variables for
+    the workers."""
     task = worker_tasks.job_task(kind)
     arguments = _arguments(kind, count)
     ids: list[int] = []
@@ -133,7 +145,7 @@ def drain(
             ids += task.batch_defer(*arguments[first : first + 5000])
     _analyze()
     deadline = time.monotonic() + timeout
-    with running_workers(command):
+    with running_workers(command, **(env or {})):
         # A batch's callback is deferred with the end of its last job: the queue is never
         # empty between the two.
         while queued():
@@ -170,6 +182,69 @@ def _callbacks_run(batch_id: int) -> int:
             [worker_tasks.batch_done.name, batch_id],
         )
         return int(cursor.fetchone()[0])
+
+
+# --- Workers whose only jobs are held back ----------------------------------------------
+
+
+def _workers_cpu_seconds(supervisor: subprocess.Popen[bytes]) -> float:
+    """CPU time (user and system) the processes under `supervisor` used so far."""
+    total = 0.0
+    for child in psutil.Process(supervisor.pid).children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _cpu_per_minute(supervisor: subprocess.Popen[bytes], seconds: float) -> float:
+    before = _workers_cpu_seconds(supervisor)
+    time.sleep(seconds)
+    return round((_workers_cpu_seconds(supervisor) - before) * 60 / seconds, 3)
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout} s")
+        time.sleep(0.1)
+
+
+def _job_status(job_id: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])
+        return str(cursor.fetchone()[0])
+
+
+def held_back_cpu(
+    command: list[str], *, seconds: float, held: int, listeners: int
+) -> dict[str, Any]:
+    """The CPU `command`'s workers use, in seconds per minute over `seconds`: idle with an
+    empty queue, then with only `held` jobs that a concurrency limit holds back (its one
+    slot kept by a job that waits), all measured with psutil. The held jobs then drain."""
+    before = listening_pids()
+    with tempfile.TemporaryDirectory() as folder, running_workers(command) as supervisor:
+        _wait_listening(before, listeners)
+        idle = _cpu_per_minute(supervisor, seconds)
+        flag = os.path.join(folder, "release")
+        holder = int(worker_tasks.hold_slot.defer(path=flag))
+        _wait(lambda: _job_status(holder) == "doing", "the slot was taken")
+        for first in range(0, held, 5000):
+            worker_tasks.noop_held.batch_defer(
+                *(worker_tasks.noop_kwargs(n) for n in range(first, min(held, first + 5000)))
+            )
+        held_cpu = _cpu_per_minute(supervisor, seconds)
+        Path(flag).touch()
+        _wait(lambda: not queued(), "the held jobs drained", timeout=900)
+    return {
+        "seconds": seconds,
+        "held_jobs": held,
+        "idle_cpu_seconds_per_minute": idle,
+        "held_cpu_seconds_per_minute": held_cpu,
+    }
 
 
 # --- Pickup latency ---------------------------------------------------------------------

@@ -33,7 +33,7 @@ from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from jobs.postgres_values import PG_INT_MIN
+from jobs.postgres_values import PG_INT_MAX, PG_INT_MIN, text_problem
 
 # Every final status of a procrastinate job, with how long retention keeps its jobs; the keys
 # are the statuses JOBS_RETENTION_HOURS accepts (jobs.job_statuses.FINISHED_STATUSES, which a
@@ -200,6 +200,69 @@ class RetentionHours:
         return None
 
 
+# The longest period of a rate limit: a week ("at most 1,000 a day" fits, with room).
+MAX_LIMIT_PERIOD_SECONDS = 7 * 86_400
+# procrastinate's queue_name column is varchar(128).
+QUEUE_NAME_LIMIT = 128
+
+
+def limit_numbers_problem(
+    concurrency: object = None, rate: object = None, per: object = None
+) -> str | None:
+    """Why a limit's numbers are refused, or None: the one check of `@limit(...)`
+    (jobs.limits) and of JOBS_QUEUE_LIMITS. `concurrency`: at most that many of its jobs
+    run at once; `rate` starts per `per` seconds; at least one of the two."""
+    if concurrency is None and rate is None:
+        return "it sets neither concurrency nor rate"
+    for name, value in (("concurrency", concurrency), ("rate", rate)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} = {value!r} is not a whole number"
+        if not 1 <= value <= PG_INT_MAX:
+            return f"{name} = {value!r} is not from 1 to {PG_INT_MAX}"
+    if (rate is None) != (per is None):
+        return "rate and per go together (rate=100, per=60: 100 starts a minute)"
+    if per is not None:
+        if isinstance(per, bool) or not isinstance(per, int | float) or not math.isfinite(per):
+            return f"per = {per!r} is not a number of seconds"
+        if not 0 < per <= MAX_LIMIT_PERIOD_SECONDS:
+            return f"per = {per!r} is not above 0 and at most {MAX_LIMIT_PERIOD_SECONDS} seconds"
+    return None
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    expected: str = (
+        'a dict of queue names to limits, {"billing": {"concurrency": 5}} or '
+        '{"mail": {"rate": 100, "per": 60}} (concurrency and rate: whole numbers from 1; '
+        f"per: seconds above 0, at most {MAX_LIMIT_PERIOD_SECONDS})"
+    )
+
+    def refuse(self, value: object) -> str | None:
+        if not isinstance(value, Mapping):
+            return f"it is a {_type_name(value)}, not a dict"
+        for queue, numbers in value.items():
+            if (
+                not isinstance(queue, str)
+                or not queue
+                or len(queue) > QUEUE_NAME_LIMIT
+                or text_problem(queue)
+            ):
+                return f"{queue!r} is not a queue name"
+            if not isinstance(numbers, Mapping):
+                return f"the limit of queue {queue!r} is a {_type_name(numbers)}, not a dict"
+            unknown = sorted(set(numbers) - {"concurrency", "rate", "per"}, key=str)
+            if unknown:
+                return (
+                    f"the limit of queue {queue!r} has {unknown[0]!r}; it takes concurrency, "
+                    "rate and per"
+                )
+            if (problem := limit_numbers_problem(**numbers)) is not None:
+                return f"the limit of queue {queue!r}: {problem}"
+        return None
+
+
 def _unchanged[T](value: T) -> T:
     return value
 
@@ -342,6 +405,12 @@ class JobsSettings:
     # How long a sync task gets, once told to stop at its time limit, before its worker
     # process gives up on it and is replaced (jobs/time_limits.py).
     JOBS_TIME_LIMIT_GRACE_SECONDS: Setting[float] = Setting(10, Seconds())
+    # Limits per queue, beside those tasks declare with `@limit` (jobs/limits.py): at most
+    # N of the queue's jobs at once, at most R starts per period, across every worker.
+    JOBS_QUEUE_LIMITS: Setting[dict[str, dict[str, float]]] = Setting({}, QueueLimits(), read=dict)
+    # Workers fetch with the app's function, which skips paused queues and the jobs a limit
+    # holds back (jobs/limits.py); False: procrastinate's own fetch, which knows neither.
+    JOBS_FETCH_WITH_LIMITS = Setting(True, Flag())
 
     @classmethod
     def all(cls) -> list[Setting[Any]]:

@@ -49,6 +49,15 @@ Its connections load a time PostgreSQL holds but Python's datetime cannot (befor
 after 9999, infinity) as the nearest bound instead of failing the query: one such job row
 made the worker that fetched it exit (see jobs/out_of_range_times.py).
 
+It fetches jobs with the app's function (migration jobs.0012), not procrastinate's: the
+same rules, and besides them the jobs of paused queues (jobs/queue_pauses.py) and the jobs a
+concurrency or rate limit holds back (jobs/limits.py, with the limits this process's code
+declares) are skipped. The end of a job that counts towards a concurrency limit wakes the
+workers of the limit's queues, whose held jobs may now start. JOBS_FETCH_WITH_LIMITS = False
+keeps procrastinate's fetch (no pause, no limit); so does a database without that function
+(code deployed before `migrate`, or a migration rolled back), with a warning every minute,
+rather than stopping the worker.
+
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
 `manage.py procrastinate worker`; installing the app installs it (jobs/worker.py).
 """
@@ -72,6 +81,8 @@ from procrastinate.contrib.django import django_connector
 from procrastinate.contrib.django.utils import connector_params
 from procrastinate.psycopg_connector import PsycopgConnector
 
+from jobs import limits
+from jobs.conf import jobs_settings
 from jobs.out_of_range_times import tolerant_adapters
 
 logger = logging.getLogger(__name__)
@@ -96,6 +107,23 @@ FINISH_AND_DELETE_JOB: LiteralString = (
     "SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, %(delete_job)s) "
     "FROM (SELECT set_config('jobs.deleted_job_status', %(ended_as)s, true), "
     "set_config('jobs.deleted_job_return_value', %(return_value)s, true)) AS hint"
+)
+# procrastinate's fetch, with paused queues and limits (migration jobs.0012): the same
+# columns, and the limits as JSON (jobs.limits.limits_json).
+FETCH_JOB_WITH_LIMITS: LiteralString = (
+    "SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, "
+    "queue_name, attempts, worker_id "
+    "FROM jobs_fetch_job_v1(%(queues)s::varchar[], %(worker_id)s, %(limits)s::jsonb)"
+)
+# The app's fetch function, its type or the paused queues' table does not exist: the code
+# runs against a database that lacks migration jobs.0012 (migrated back, or not yet).
+SCHEMA_MISSING_SQLSTATES = {"42883", "42704", "42P01"}  # function, type, table
+FETCH_WARNING_INTERVAL = 60.0
+# Wakes the workers of the given queues (and those of every queue): procrastinate's channels.
+WAKE_UP_QUEUES: LiteralString = (
+    "SELECT pg_notify(channel, %(payload)s) FROM unnest("
+    "ARRAY['procrastinate_any_queue_v1'] || "
+    "array(SELECT 'procrastinate_queue_v1#' || q FROM unnest(%(queues)s::text[]) q)) channel"
 )
 # The wake-up `listen_notify` delivers besides the database's notifications: what
 # procrastinate's trigger sends when a job is inserted (the worker reads "type" only), with
@@ -203,6 +231,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         # Job id -> a statement (a WITH query) and its parameters, to run with the job's end,
         # and the job's return value (JSON text), to hand on if the job is deleted instead.
         self._with_job_end: dict[int, tuple[LiteralString, dict[str, Any], str | None]] = {}
+        # Job id -> the queues whose workers its end wakes (it counts towards a concurrency
+        # limit, whose held jobs may start once it is over).
+        self._limited_jobs: dict[int, tuple[str, ...]] = {}
+        self._fetch_warned_at = -FETCH_WARNING_INTERVAL
         self._wake_up: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._wake_ups: set[asyncio.Task[None]] = set()
 
@@ -257,6 +289,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
 
     async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
         await self._execute(query, arguments)
+        if query in JOB_END_QUERIES and self._limited_jobs:
+            queues = self._limited_jobs.pop(arguments["job_id"], None)
+            if queues is not None:
+                await self._wake_up_workers(queues)
         if query == sql.queries["retry_job"] and _due(arguments.get("retry_at")):
             # procrastinate announces inserted jobs only: a job put back for an immediate
             # retry would wait for the next poll if every slot of this worker were idle.
@@ -293,6 +329,14 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                 )
         await self._retrying(query, lambda: parent(query, **arguments))
 
+    async def _wake_up_workers(self, queues: tuple[str, ...]) -> None:
+        """Notify the workers of `queues` as procrastinate's insert trigger does. A failure
+        is only logged: their next poll (every second at most) finds the jobs all the same."""
+        try:
+            await super().execute_query_async(WAKE_UP_QUEUES, payload=WAKE_UP, queues=list(queues))
+        except Exception:
+            logger.warning("Could not wake the workers of %s", ", ".join(queues), exc_info=True)
+
     def _wake_up_soon(self) -> None:
         if self._wake_up is not None:
             wake_up = asyncio.create_task(self._wake_up())
@@ -307,7 +351,25 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             return await self._retrying(query, lambda: parent(query, **arguments))
         self._fetching = True
         try:
-            return await self._retrying(query, lambda: parent(query, **arguments))
+            if not jobs_settings.JOBS_FETCH_WITH_LIMITS:
+                return await self._retrying(query, lambda: parent(query, **arguments))
+            limits_json = limits.limits_json()
+            try:
+                row: dict[str, Any] = await self._retrying(
+                    query, lambda: parent(FETCH_JOB_WITH_LIMITS, **arguments, limits=limits_json)
+                )
+            except exceptions.ConnectorException as error:
+                if getattr(_cause(error), "sqlstate", None) not in SCHEMA_MISSING_SQLSTATES:
+                    raise
+                self._warn_fetch_function_missing(error)
+                return await self._retrying(query, lambda: parent(query, **arguments))
+            if row.get("id") is not None:
+                queues = limits.wake_up_queues(
+                    str(row.get("task_name", "")), str(row.get("queue_name", ""))
+                )
+                if queues is not None:
+                    self._limited_jobs[row["id"]] = queues
+            return row
         finally:
             self._fetching = False
             if self._notified_while_fetching and self._wake_up is not None:
@@ -315,6 +377,18 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                 # A task runs after the worker's own code that follows the fetch, which
                 # clears the flag this wake-up sets again.
                 self._wake_up_soon()
+
+    def _warn_fetch_function_missing(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._fetch_warned_at + FETCH_WARNING_INTERVAL:
+            return
+        self._fetch_warned_at = now
+        logger.warning(
+            "The app's fetch function is missing (%s): run `manage.py migrate`. Until then "
+            "this worker fetches with procrastinate's function, which knows no limit and no "
+            "paused queue.",
+            str(_cause(error)).strip(),
+        )
 
     async def execute_query_all_async(
         self, query: LiteralString, **arguments: Any

@@ -3,9 +3,10 @@
 Installing the app is enough: `JobsConfig.ready` gives procrastinate's Django app the result
 recorder of `jobs.results` and the time limits of `jobs.time_limits` as worker middleware of
 every worker it starts (`manage.py procrastinate worker` included), and the connector of
-`jobs.connector`, which rides out a database restart. Whatever the order of `jobs` and
-`procrastinate.contrib.django` in INSTALLED_APPS: procrastinate creates its app in its own
-`ready()`, so when that comes after ours the extras follow right after it.
+`jobs.connector`, which rides out a database restart and fetches with paused queues and
+limits (jobs/limits.py). Whatever the order of `jobs` and `procrastinate.contrib.django` in
+INSTALLED_APPS: procrastinate creates its app in its own `ready()`, so when that comes after
+ours the extras follow right after it.
 
 `JOBS_INSTALL_WORKER_EXTRAS = False` leaves both out; a site that wants them under its own
 `PROCRASTINATE_ON_APP_READY` hook can call `install_worker_extras(app)` there. Installing twice
@@ -62,9 +63,14 @@ def install_worker_extras(app: procrastinate.App) -> None:
     app.worker_defaults = defaults
 
 
+# Seconds between a worker's looks for jobs when no notification came (jobs/limits.py).
+FETCH_JOB_POLLING_INTERVAL = 1.0
+
+
 def stalled_worker_defaults() -> WorkerOptions:
-    """procrastinate's worker options that must agree with JOBS_STALLED_WORKER_SECONDS (a
-    site's own PROCRASTINATE_WORKER_DEFAULTS win).
+    """procrastinate's worker options that must agree with JOBS_STALLED_WORKER_SECONDS, and
+    its polling interval, at most a second for limits (a site's own
+    PROCRASTINATE_WORKER_DEFAULTS win).
 
     Workers beat four times within it (every 10 s at most, procrastinate's default), so a
     live worker is never taken for a stalled one. And procrastinate's worker deletes, as it
@@ -73,7 +79,14 @@ def stalled_worker_defaults() -> WorkerOptions:
     worker from orphaning the jobs of one that is only late.
     """
     seconds = float(jobs_settings.JOBS_STALLED_WORKER_SECONDS)
-    return {"update_heartbeat_interval": min(10.0, seconds / 4), "stalled_worker_timeout": seconds}
+    return {
+        "update_heartbeat_interval": min(10.0, seconds / 4),
+        "stalled_worker_timeout": seconds,
+        # A job a rate limit held back may start once the limit's window moves on, which
+        # nothing announces: workers look again within a second (procrastinate's default
+        # is 5 s). A poll that finds nothing is one cheap query.
+        "fetch_job_polling_interval": FETCH_JOB_POLLING_INTERVAL,
+    }
 
 
 # The name sites set as PROCRASTINATE_ON_APP_READY before installing the app did it.

@@ -8,6 +8,7 @@ PostgreSQL server starts on first connection (see `project.embedded_postgres`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -68,6 +69,16 @@ def env_seconds(name: str, default: float | None) -> float | None:
     if not 0 < value < float("inf"):
         raise ImproperlyConfigured(f"{name}={raw!r} must be a number of seconds above 0.")
     return value
+
+
+def env_json(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not JSON: {error}.") from None
 
 
 def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
@@ -269,9 +280,9 @@ PROCRASTINATE_READONLY_MODELS = True
 # Defaults for `manage.py procrastinate worker`; command-line flags override them.
 PROCRASTINATE_WORKER_DEFAULTS = {
     # LISTEN/NOTIFY wakes the worker as soon as a job is deferred; polling is only the
-    # fallback for scheduled jobs and missed notifications.
+    # fallback for scheduled jobs, missed notifications and rate limits, every second (the
+    # jobs app's default, jobs/worker.py: set fetch_job_polling_interval here to change it).
     "listen_notify": True,
-    "fetch_job_polling_interval": 5.0,
     # Jobs that are still running at shutdown get this long to finish.
     "shutdown_graceful_timeout": 30.0,
 }
@@ -375,6 +386,14 @@ JOBS_SCHEDULE_MISSED_AFTER_SECONDS = env_int(
 JOBS_TIME_LIMIT = env_seconds("JOBS_TIME_LIMIT", JobsSettings.JOBS_TIME_LIMIT.default)
 JOBS_TIME_LIMIT_GRACE_SECONDS = env_seconds(
     "JOBS_TIME_LIMIT_GRACE_SECONDS", JobsSettings.JOBS_TIME_LIMIT_GRACE_SECONDS.default
+)
+# Concurrency and rate limits per queue, as JSON: {"billing": {"concurrency": 5},
+# "mail": {"rate": 100, "per": 60}} (README, "Concurrency and rate limits").
+JOBS_QUEUE_LIMITS = env_json("JOBS_QUEUE_LIMITS", JobsSettings.JOBS_QUEUE_LIMITS.default)
+# Off: workers fetch with procrastinate's own function, which knows neither limits nor
+# paused queues (for comparing the two; bench_jobs does).
+JOBS_FETCH_WITH_LIMITS = env_bool(
+    "JOBS_FETCH_WITH_LIMITS", JobsSettings.JOBS_FETCH_WITH_LIMITS.default
 )
 
 # --- Auth, i18n, static -----------------------------------------------------------------

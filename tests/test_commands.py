@@ -135,7 +135,8 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
         "--repeat", "2",
         "--defer-count", "10", "--latency-count", "10", "--polling-latency-count", "5",
         "--poll-interval", "0.2", "--requests", "20", "--batch-jobs", "100",
-        "--big-batch", "300", "--output", str(tmp_path), stdout=out,
+        "--big-batch", "300", "--idle-seconds", "1", "--held-jobs", "20",
+        "--output", str(tmp_path), stdout=out,
     )  # fmt: skip
 
     text = out.getvalue()
@@ -180,6 +181,25 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
     assert batches["big_batch"]["jobs"] == 300
     assert "one batch of 300 no-op sync jobs" in text
     assert "callback run 1 time(s)" in text
+    # Limits: the app's fetch beside procrastinate's in the same rounds, a limited drain, the
+    # CPU of workers with only held-back jobs.
+    limits = figures["limits"]
+    assert len(limits["unlimited"]["app_fetch"]["runs_per_second"]) == 2
+    assert limits["unlimited"]["ratio"] == round(
+        limits["unlimited"]["app_fetch"]["per_second"]
+        / limits["unlimited"]["procrastinate_fetch"]["per_second"],
+        3,
+    )
+    assert re.search(
+        r"unlimited no-op async jobs, the app's fetch vs procrastinate's +[\d,.]+ vs +[\d,.]+ "
+        r"+ratio \d+\.\d\d",
+        text,
+    )
+    assert (limits["limited"]["jobs"], limits["limited"]["keys"]) == (100, 4)
+    assert "no-op async jobs, 2 at once per key over 4 keys" in text
+    assert limits["held_cpu"]["held_jobs"] == 20
+    assert limits["held_cpu"]["held_cpu_seconds_per_minute"] >= 0
+    assert "with only 20 held-back jobs" in text
 
 
 def test_bench_jobs__refuses_bad_arguments() -> None:

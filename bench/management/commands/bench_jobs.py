@@ -29,6 +29,7 @@ class Command(BaseCommand):
     help = (
         "Benchmark the job system on a scratch database next to yours: defer rate, drain "
         "throughput (stock worker vs run_workers), Django's task API beside procrastinate's, "
+        "limits (the app's fetch beside procrastinate's, a limited drain, held-back CPU), "
         "pickup latency with and without LISTEN/NOTIFY, a deferring view's overhead under "
         "uvicorn; a table, JSON and a PNG."
     )
@@ -69,6 +70,19 @@ class Command(BaseCommand):
             default=0,
             help="Also drain one batch of this many no-op jobs (0: none).",
         )
+        parser.add_argument(
+            "--idle-seconds",
+            type=seconds(1, 600),
+            default=10,
+            help="How long the CPU of idle workers, then of workers with only held-back jobs, "
+            "is measured.",
+        )
+        parser.add_argument(
+            "--held-jobs",
+            type=whole_number(1),
+            default=1000,
+            help="Jobs a concurrency limit holds back while the workers' CPU is measured.",
+        )
         parser.add_argument("--latency-count", type=whole_number(10), default=300)
         parser.add_argument("--polling-latency-count", type=whole_number(5), default=20)
         parser.add_argument("--poll-interval", type=seconds(0.05, 60), default=1.0)
@@ -105,6 +119,8 @@ class Command(BaseCommand):
             "--processes", str(options["processes"]), "--concurrency", str(options["concurrency"]),
             "--defer-count", str(options["defer_count"]),
             "--batch-jobs", str(options["batch_jobs"]), "--big-batch", str(options["big_batch"]),
+            "--idle-seconds", str(options["idle_seconds"]),
+            "--held-jobs", str(options["held_jobs"]),
             "--latency-count", str(options["latency_count"]),
             "--polling-latency-count", str(options["polling_latency_count"]),
             "--poll-interval", str(options["poll_interval"]),
@@ -158,6 +174,7 @@ class Command(BaseCommand):
             write(f"  {kind}: recommended / stock = {ratio:.2f}")
         self._report_django_tasks(figures["django_tasks"], recommended)
         self._report_batches(figures["batches"], recommended)
+        self._report_limits(figures["limits"], recommended)
         for label, key in (
             ("LISTEN/NOTIFY", "pickup_listen_notify"),
             ("polling only", "pickup_polling"),
@@ -184,6 +201,37 @@ class Command(BaseCommand):
                 f"{[r // 2**20 for r in soak['worker_rss_end']]} MiB; tables at the end "
                 f"{ {k: v // 2**20 for k, v in soak['table_sizes_end'].items()} } MiB"
             )
+
+    def _report_limits(self, figures: dict[str, Any], recommended: dict[str, int]) -> None:
+        write = self.stdout.write
+        write(
+            "Limits (jobs/s, medians of alternating rounds; run_workers --processes "
+            f"{recommended['processes']} --concurrency {recommended['concurrency']}):"
+        )
+        unlimited = figures["unlimited"]
+        runs = "; ".join(
+            f"{label} runs: {', '.join(f'{r:,.0f}' for r in unlimited[label]['runs_per_second'])}"
+            for label in ("app_fetch", "procrastinate_fetch")
+        )
+        write(
+            "  unlimited no-op async jobs, the app's fetch vs procrastinate's  "
+            f"{unlimited['app_fetch']['per_second']:>10,.1f} vs "
+            f"{unlimited['procrastinate_fetch']['per_second']:>10,.1f}   "
+            f"ratio {unlimited['ratio']:.2f}   ({runs})"
+        )
+        limited = figures["limited"]
+        write(
+            f"  no-op async jobs, {limited['concurrency']} at once per key over "
+            f"{limited['keys']} keys  {limited['per_second']:>10,.1f}   "
+            f"({limited['jobs']:,} jobs in {limited['seconds']} s)"
+        )
+        cpu = figures["held_cpu"]
+        write(
+            "  workers' CPU (s per minute, measured over "
+            f"{cpu['seconds']:g} s): idle {cpu['idle_cpu_seconds_per_minute']:.2f}; "
+            f"with only {cpu['held_jobs']:,} held-back jobs "
+            f"{cpu['held_cpu_seconds_per_minute']:.2f}"
+        )
 
     def _report_batches(self, figures: dict[str, Any], recommended: dict[str, int]) -> None:
         write = self.stdout.write
