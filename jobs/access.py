@@ -4,7 +4,8 @@ the one check of the permission to view jobs, and the bearer token a request car
 The dashboard, the periodic-tasks page and `/metrics/` (without its token) all show what the
 admin's job list shows: each asks `may_view_jobs`, as the job list asks Django's view
 permission of procrastinate's job model. The admin's actions and the job API's cancel,
-abort and retry ask `MANAGE_JOBS`.
+abort and retry ask `MANAGE_JOBS`; pausing and resuming queues, from the admin or the API,
+ask `PAUSE_QUEUES`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 
 VIEW_JOBS = "procrastinate.view_procrastinatejob"
 MANAGE_JOBS = "jobs.manage_job"
+PAUSE_QUEUES = "jobs.pause_queue"
 
 
 class User(Protocol):

@@ -109,6 +109,36 @@ class Integer:
 
 
 @dataclass(frozen=True)
+class Seconds:
+    """A positive, finite number of seconds (int or float), or None where `optional`."""
+
+    optional: bool = False
+
+    @property
+    def expected(self) -> str:
+        number = "a number of seconds above 0"
+        return f"{number}, or None for none" if self.optional else number
+
+    def refuse(self, value: object) -> str | None:
+        if value is None and self.optional:
+            return None
+        return seconds_problem(value)
+
+
+def seconds_problem(value: object) -> str | None:
+    """Why `value` is no positive, finite number of seconds ("it is below ..."), or None.
+    The one rule of a time limit's seconds, for the setting and for a task's own."""
+    # bool is an int to Python, but True seconds is a mistake, not a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"it is a {_type_name(value)}, not a number of seconds"
+    if not math.isfinite(value):
+        return "it is not a finite number"
+    if value <= 0:
+        return "it is not above 0"
+    return None
+
+
+@dataclass(frozen=True)
 class Flag:
     expected: str = "True or False"
 
@@ -369,6 +399,12 @@ class JobsSettings:
     # deferred (a late scheduler leaves no gap); older ones were missed by an outage, and
     # run once to catch up or not at all, per schedule.
     JOBS_SCHEDULE_MISSED_AFTER_SECONDS = Setting(60, WholeNumber("seconds", 1, 86_400))
+    # The site's time limit of every task that declares none, in seconds (None: no limit).
+    # An attempt past it is stopped and fails with jobs.time_limits.TimeLimitExceeded.
+    JOBS_TIME_LIMIT: Setting[float | None] = Setting(None, Seconds(optional=True))
+    # How long a sync task gets, once told to stop at its time limit, before its worker
+    # process gives up on it and is replaced (jobs/time_limits.py).
+    JOBS_TIME_LIMIT_GRACE_SECONDS: Setting[float] = Setting(10, Seconds())
     # Limits per queue, beside those tasks declare with `@limit` (jobs/limits.py): at most
     # N of the queue's jobs at once, at most R starts per period, across every worker.
     JOBS_QUEUE_LIMITS: Setting[dict[str, dict[str, float]]] = Setting({}, QueueLimits(), read=dict)

@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from jobs import charts, periodic, queue_stats
+from jobs import charts, periodic, queue_overview, queue_stats
 from jobs.access import staff_who_may_view_jobs
 from jobs.conf import jobs_settings
 from jobs.job_statuses import FINISHED_STATUSES
@@ -38,6 +38,7 @@ class Snapshot:
     workers: list[queue_stats.WorkerState]
     failures: list[queue_stats.FailureGroup]
     periodic: list[periodic.PeriodicTaskInfo]
+    paused: dict[str, queue_overview.Pause]  # queue -> its pause, for every paused queue
 
     @property
     def live_workers(self) -> int:
@@ -84,6 +85,7 @@ def take_snapshot(*, hours: int, live_within: float) -> Snapshot:
         workers=queue_stats.workers(live_within=live_within),
         failures=queue_stats.recent_failures(seconds=seconds),
         periodic=periodic.periodic_overview(now=now),
+        paused=queue_overview.pauses(),
     )
 
 

@@ -20,7 +20,8 @@ positional ones, if any, under the key "*args".
   id is the job's id.
 - A job waiting for its next attempt is READY, with the errors of the attempts so far.
 - procrastinate's options ride on the task: `@task(retry=3, lock=..., queueing_lock=...)`,
-  and `lock` and `queueing_lock` on `using()` as well.
+  and `lock` and `queueing_lock` on `using()` as well; so does a time limit in seconds,
+  `@task(time_limit=30)` (jobs/time_limits.py).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from jobs.deferring import defer_jobs
 from jobs.job_times import to_utc
 from jobs.postgres_values import text_problem
 from jobs.task_registry import find_task
+from jobs.time_limits import checked_seconds, declare_time_limit
 
 if TYPE_CHECKING:
     from procrastinate import job_context as procrastinate_job_context
@@ -105,12 +107,14 @@ STATUSES = {
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcrastinateTask(TaskBase):
     """A Django task with procrastinate's options: `retry` (procrastinate's: True, a number
-    of attempts, or a `RetryStrategy`; unset, the backend's OPTIONS["retry"]), and the
-    `lock` and `queueing_lock` every job of the task gets unless `using()` says otherwise."""
+    of attempts, or a `RetryStrategy`; unset, the backend's OPTIONS["retry"]), the `lock`
+    and `queueing_lock` every job of the task gets unless `using()` says otherwise, and its
+    `time_limit` in seconds (unset: JOBS_TIME_LIMIT)."""
 
     retry: RetryValue | None = None
     lock: str | None = None
     queueing_lock: str | None = None
+    time_limit: float | None = None
 
     def using(
         self,
@@ -289,6 +293,11 @@ class ProcrastinateBackend(BaseTaskBackend):
                     "retry must be True, False, a number of attempts (0 or more) or a "
                     "procrastinate RetryStrategy."
                 )
+            if task.time_limit is not None:
+                try:
+                    checked_seconds(task.time_limit, what="time_limit")
+                except (TypeError, ValueError) as exc:
+                    raise InvalidTask(str(exc)) from None
         register(task, self)
 
     def enqueue[**P, R](
@@ -407,6 +416,9 @@ def register(task: AnyTask, backend: ProcrastinateBackend) -> None:
         lock=getattr(task, "lock", None),
         queueing_lock=getattr(task, "queueing_lock", None),
     )
+    time_limit = getattr(task, "time_limit", None)
+    if time_limit is not None:
+        declare_time_limit(name, time_limit)
     _django_tasks[name] = task
 
 

@@ -1,6 +1,6 @@
 """The health endpoint for load balancers and orchestrators: `GET /health/`.
 
-Four checks, each answered in a few milliseconds:
+Five checks, each answered in a few milliseconds:
 
 - `database`: a connection and a first statement;
 - `migrations`: every migration of procrastinate and of this project that the running code
@@ -12,7 +12,10 @@ Four checks, each answered in a few milliseconds:
   jobs/schedules.py). A warning, never a failure: the web servers serve well without that
   task, and taking every one of them out of rotation for it would turn a missing nightly
   job into an outage. Staff see it under `warnings`; alerts come from /metrics/
-  (`pgjobs_schedules{state="broken"}`).
+  (`pgjobs_schedules{state="broken"}`);
+- `queues`: the paused queues (jobs/queue_pauses.py), with since when, by whom and why.
+  Information, neither failure nor warning: a pause is an operator's decision, and the web
+  servers and the other queues' workers serve on.
 
 200 when all pass, 503 otherwise. The JSON body is `{"status": "ok"}` or `{"status": "fail"}`
 for anyone; logged-in staff also see which check failed and why: a database error names the
@@ -34,7 +37,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from jobs import schedules
+from jobs import queue_overview, schedules
 from jobs.conf import jobs_settings
 
 # The apps whose migrations the code needs, and where they live.
@@ -43,7 +46,7 @@ MIGRATION_PACKAGES = {
     "jobs": "jobs.migrations",
 }
 # The checks that read the database, which `?skip=` may leave out.
-CHECKS_AFTER_DATABASE = ("migrations", "workers", "schedules")
+CHECKS_AFTER_DATABASE = ("migrations", "workers", "schedules", "queues")
 # A check that takes longer than this fails rather than hanging the load balancer's probe.
 STATEMENT_TIMEOUT_MS = 2000
 
@@ -120,6 +123,19 @@ def _check_schedules() -> Check:
     )
 
 
+def _check_queues() -> Check:
+    paused = queue_overview.pauses()
+    return Check(
+        ok=True,
+        detail={
+            "paused": [
+                {"queue": queue, **(queue_overview.pause_data(pause) or {})}
+                for queue, pause in paused.items()
+            ]
+        },
+    )
+
+
 def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
     """The checks not in `skip`, by name."""
     results: dict[str, Check] = {}
@@ -136,6 +152,8 @@ def run_checks(*, skip: frozenset[str] = frozenset()) -> dict[str, Check]:
                 )
             if "schedules" not in skip:
                 results["schedules"] = _check_schedules()
+            if "queues" not in skip:
+                results["queues"] = _check_queues()
     except Error as exc:  # OperationalError, InterfaceError, a statement timeout...
         error = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
         results.setdefault("database", Check(ok=False, detail=error))

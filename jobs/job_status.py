@@ -3,17 +3,22 @@
 The worker middleware in jobs/results.py writes the results; this module only reads them,
 with procrastinate's job and events, and decides whether a result row describes the job's
 latest attempt (`row_is_current`), for the API and the admin's job pages alike. The ended
-attempts of a job (`ended_attempts`) come from the row's attempts log.
+attempts of a job (`ended_attempts`) come from the row's attempts log. Why a job that is
+due does not start (`held_by`: its queue is paused, a limit is full) is jobs/limits.py's
+answer, for the API and the admin's job page alike.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connection
 
+from jobs import limits
 from jobs.models import JobResult
 from jobs.results import AttemptEntry
 
@@ -26,7 +31,9 @@ SELECT j.id, j.task_name, j.queue_name, j.status, j.attempts, j.priority, j.lock
        e.deferred_at, e.starts, e.last_start,
        r.status, r.attempt, r.worker_name, r.started_at, r.finished_at, r.duration,
        r.return_value::text, r.exception_type, r.exception_message, r.traceback,
-       r.progress, r.progress_message, r.attempts_log::text
+       r.progress, r.progress_message, r.attempts_log::text,
+       -- A waiting job's arguments: a limit's key is one of them (held_by).
+       CASE WHEN j.status = 'todo' THEN j.args::text END
 FROM procrastinate_jobs j
 CROSS JOIN LATERAL (
     SELECT min(at) FILTER (WHERE type = 'deferred') AS deferred_at,
@@ -37,6 +44,29 @@ CROSS JOIN LATERAL (
 LEFT JOIN jobs_jobresult r ON r.job_id = j.id
 WHERE j.id = %s
 """
+
+
+@dataclass
+class _Job:
+    """What jobs.limits.held_reason reads of a job (procrastinate's model has it too)."""
+
+    task_name: str
+    queue_name: str
+    args: Any
+    status: str
+    scheduled_at: dt.datetime | None
+
+
+def held_by(
+    *, task_name: str, queue_name: str, args: Any, status: str, scheduled_at: dt.datetime | None
+) -> str | None:
+    """Why a job does not start although it is due: "queue `billing` is paused", "waiting
+    for limit `payments`: 3 of 3 running"; None for a job that is not held back (or not
+    waiting). One query for a waiting job, none for another. The limits are those this
+    process's code declares, which the workers running the same code apply."""
+    if status != "todo":
+        return None
+    return limits.held_reason(_Job(task_name, queue_name, args, status, scheduled_at))
 
 
 def row_is_current(job_status: str, row_attempt: int | None, starts: int) -> bool:
@@ -57,7 +87,7 @@ def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
         scheduled_at, deferred_at, starts, last_start, result_status, attempt, worker_name,
         started_at,
         finished_at, duration, return_value, exception_type, exception_message, trace,
-        progress, progress_message, attempts_log,
+        progress, progress_message, attempts_log, waiting_args,
     ) = row  # fmt: skip
     if not row_is_current(status, attempt if result_status is not None else None, starts):
         # The running attempt has no row yet (it writes one after a second, or when it
@@ -88,7 +118,17 @@ def _shape(row: tuple[Any, ...]) -> dict[str, Any]:
         # Every ended attempt, oldest first (jobs.results.AttemptEntry); the running one is
         # not in it.
         "attempts_log": json.loads(attempts_log) if attempts_log is not None else [],
+        # Why a due job does not start, in words, or None.
+        "held_by": None,
     }
+    if waiting_args is not None:
+        shaped["held_by"] = held_by(
+            task_name=task,
+            queue_name=queue,
+            args=json.loads(waiting_args),
+            status=status,
+            scheduled_at=scheduled_at,
+        )
     if progress is not None:
         shaped["progress"] = {"fraction": progress, "message": progress_message}
     if result_status == JobResult.Status.SUCCEEDED:

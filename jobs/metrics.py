@@ -22,6 +22,8 @@ between scrapes. Metrics (all gauges, as they describe the queue now or a recent
   schedule in one state; `pgjobs_schedules_overdue_seconds`: how long the most overdue
   enabled schedule has waited past its next run (a second or two when the scheduler keeps
   up; it grows while no worker serves the `maintenance` queue);
+- `pgjobs_queue_paused{queue}`: 1 for each paused queue (jobs/queue_pauses.py); a queue
+  that is not paused has no sample;
 - `pgjobs_database_up`: 0 when the database could not be read (then nothing else).
 
 Access: `Authorization: Bearer <JOBS_METRICS_TOKEN>` (Prometheus's `authorization`
@@ -50,7 +52,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from jobs import queue_stats, schedules
+from jobs import queue_pauses, queue_stats, schedules
 from jobs.access import MalformedAuthorization, bearer_token, may_view_jobs
 from jobs.conf import jobs_settings
 
@@ -177,6 +179,15 @@ class QueueCollector(Collector):
             "How long the most overdue enabled schedule has waited past its next run (0 if none).",
             value=schedules.overdue_seconds(),
         )
+
+        paused = GaugeMetricFamily(
+            "pgjobs_queue_paused",
+            "1 for each paused queue: workers take none of its jobs until it is resumed.",
+            labels=["queue"],
+        )
+        for pause in queue_pauses.paused_queues():
+            paused.add_metric([pause.queue_name], 1)
+        yield paused
 
 
 def is_allowed(request: HttpRequest) -> bool:

@@ -88,7 +88,8 @@ REVOKE_CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class ApiToken(models.Model):
-    """A bearer token for machine clients of the job API, limited to named tasks.
+    """A bearer token for machine clients of the job API, limited to named tasks; a token
+    may also pause and resume queues (and list them) if it was given that capability.
 
     Only a SHA-256 hash of the secret is stored: tokens are 32 random bytes, so a fast hash
     is enough (there is nothing to brute-force), and the clear token is shown once.
@@ -100,6 +101,13 @@ class ApiToken(models.Model):
     key_id = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     tasks = models.JSONField(default=list, help_text="Names of the tasks this token may use.")
+    # Off for every token made before it existed (db_default), and for new ones unless asked:
+    # a queue's pause stops every task's jobs in it, not only the token's tasks.
+    may_pause_queues = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="May list, pause and resume queues over the API (every task's jobs in them).",
+    )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
@@ -445,3 +453,18 @@ class PausedQueue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue_name} (paused)"
+
+
+class QueueControl(PausedQueue):
+    """The admin's page of queues, limits and pauses (jobs/admin/queues.py).
+
+    A proxy, with no table and no permission of its own: it only gives the page its entry in
+    the admin's index. Viewing the page needs the permission to view jobs, pausing
+    `jobs.pause_queue`.
+    """
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "queues, limits and pauses"
+        verbose_name_plural = "queues, limits and pauses"

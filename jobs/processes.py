@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 # A started process, whatever it writes: `start` makes bytes ones, a test may make text ones.
 Process = subprocess.Popen[bytes] | subprocess.Popen[str]
+# The exit code of a worker process that asks to be replaced: a job of it did not stop at its
+# time limit, and its thread cannot be killed (jobs/time_limits.py). sysexits' EX_TEMPFAIL.
+REPLACE_EXIT_CODE = 75
 
 
 def web_server_command(host: str, port: int, *extra: str, application: str) -> list[str]:
@@ -108,7 +111,9 @@ class ProcessGroup:
     terminal's Ctrl-C reaches only this supervisor, which decides the order.
 
     With `restart`, a child that dies on its own is started again (after `restart_delay`);
-    without, the group stops and `run()` returns why.
+    without, the group stops and `run()` returns why. A child that exits with one of
+    `replace_codes` asked to be replaced: it is started again at once, with or without
+    `restart`.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class ProcessGroup:
         stop_timeout: float,
         restart: bool = False,
         restart_delay: float = 1.0,
+        replace_codes: Collection[int] = (REPLACE_EXIT_CODE,),
         log: Callable[[str], None] = print,
     ) -> None:
         self.commands = commands
@@ -128,6 +134,7 @@ class ProcessGroup:
         self.stop_timeout = stop_timeout
         self.restart = restart
         self.restart_delay = restart_delay
+        self.replace_codes = frozenset(replace_codes)
         self.log = log
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.signals: list[int] = []
@@ -163,6 +170,11 @@ class ProcessGroup:
             for name, process in list(self.processes.items()):
                 code = process.poll()
                 if code is None:
+                    continue
+                if code in self.replace_codes:
+                    self.log(f"{name} exited with code {code} to be replaced; starting it again.")
+                    if not self.signals:
+                        self._spawn(name)
                     continue
                 if not self.restart:
                     return f"The {name} exited unexpectedly (exit code {code})."

@@ -1,4 +1,5 @@
-"""API tokens for machine clients: issued once in clear, stored hashed, limited to tasks.
+"""API tokens for machine clients: issued once in clear, stored hashed, limited to tasks;
+pausing queues is a capability a token gets only when issued with it.
 
 A token reads `pgj_<key id>_<secret>`. The key id finds the row; the SHA-256 of the whole
 token is compared in constant time with the stored hash.
@@ -46,7 +47,11 @@ def validate_task_names(names: Iterable[str]) -> list[str]:
 
 
 def issue_token(
-    *, name: str, tasks: Iterable[str], expires_at: dt.datetime | None = None
+    *,
+    name: str,
+    tasks: Iterable[str],
+    expires_at: dt.datetime | None = None,
+    may_pause_queues: bool = False,
 ) -> tuple[ApiToken, str]:
     """Create a token; return the row and the clear token, which is never stored."""
     name = name.strip()
@@ -59,7 +64,12 @@ def issue_token(
     raw = f"{ApiToken.PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         token = ApiToken.objects.create(
-            name=name, key_id=key_id, key_hash=_hash(raw), tasks=task_names, expires_at=expires_at
+            name=name,
+            key_id=key_id,
+            key_hash=_hash(raw),
+            tasks=task_names,
+            expires_at=expires_at,
+            may_pause_queues=may_pause_queues,
         )
     return token, raw
 

@@ -1,9 +1,26 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from jobs import dashboard, health, metrics
+from jobs.api import queues as queue_api
 from jobs.api import views as api
 
 app_name = "jobs"
+
+
+class QueueNameConverter:
+    """Any text, "/" and line breaks included (Django's `path` stops at a line break): the
+    view checks the name and answers a bad one with the API's JSON 400, not an HTML 404."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(QueueNameConverter, "jobs_queue_name")
 
 
 urlpatterns = [
@@ -33,6 +50,19 @@ urlpatterns = [
         api.batch_action,
         {"action": "retry"},
         name="api-batch-retry",
+    ),
+    path("api/queues/", queue_api.queue_list, name="api-queues"),
+    path(
+        "api/queues/<jobs_queue_name:queue>/pause/",
+        queue_api.queue_action,
+        {"action": "pause"},
+        name="api-queue-pause",
+    ),
+    path(
+        "api/queues/<jobs_queue_name:queue>/resume/",
+        queue_api.queue_action,
+        {"action": "resume"},
+        name="api-queue-resume",
     ),
     # ...and the same routes served by async views.
     path("api/async/jobs/", api.adefer_job, name="api-async-defer"),
@@ -69,5 +99,18 @@ urlpatterns = [
         api.abatch_action,
         {"action": "retry"},
         name="api-async-batch-retry",
+    ),
+    path("api/async/queues/", queue_api.aqueue_list, name="api-async-queues"),
+    path(
+        "api/async/queues/<jobs_queue_name:queue>/pause/",
+        queue_api.aqueue_action,
+        {"action": "pause"},
+        name="api-async-queue-pause",
+    ),
+    path(
+        "api/async/queues/<jobs_queue_name:queue>/resume/",
+        queue_api.aqueue_action,
+        {"action": "resume"},
+        name="api-async-queue-resume",
     ),
 ]

@@ -1,11 +1,12 @@
 """How procrastinate's workers run the tasks of a site that installs `jobs`.
 
 Installing the app is enough: `JobsConfig.ready` gives procrastinate's Django app the result
-recorder of `jobs.results` as worker middleware of every worker it starts (`manage.py
-procrastinate worker` included), and the connector of `jobs.connector`, which rides out a
-database restart and fetches with paused queues and limits (jobs/limits.py). Whatever the
-order of `jobs` and `procrastinate.contrib.django` in INSTALLED_APPS: procrastinate creates
-its app in its own `ready()`, so when that comes after ours the extras follow right after it.
+recorder of `jobs.results` and the time limits of `jobs.time_limits` as worker middleware of
+every worker it starts (`manage.py procrastinate worker` included), and the connector of
+`jobs.connector`, which rides out a database restart and fetches with paused queues and
+limits (jobs/limits.py). Whatever the order of `jobs` and `procrastinate.contrib.django` in
+INSTALLED_APPS: procrastinate creates its app in its own `ready()`, so when that comes after
+ours the extras follow right after it.
 
 `JOBS_INSTALL_WORKER_EXTRAS = False` leaves both out; a site that wants them under its own
 `PROCRASTINATE_ON_APP_READY` hook can call `install_worker_extras(app)` there. Installing twice
@@ -30,9 +31,10 @@ from jobs.task_registry import install_task_registry
 
 
 def install_worker_extras(app: procrastinate.App) -> None:
-    """Give `app` the result recorder and the reconnecting connector, once."""
+    """Give `app` the result recorder, time limits and the reconnecting connector, once."""
     from jobs.connector import ReconnectingDjangoConnector
     from jobs.results import record_result
+    from jobs.time_limits import enforce_time_limits, run_in_limited_thread
 
     # Workers that survive a database restart (see jobs.connector). Only procrastinate's
     # plain Django connector is replaced: another one is the site's choice (or ours).
@@ -44,10 +46,20 @@ def install_worker_extras(app: procrastinate.App) -> None:
 
     # A new dict: the current one may be the PROCRASTINATE_WORKER_DEFAULTS setting itself.
     defaults: WorkerOptions = {**stalled_worker_defaults(), **app.worker_defaults}
-    middleware = defaults.get("worker_middleware", [])
+    middleware = list(defaults.get("worker_middleware", []))
     if record_result not in middleware:
         # Wraps every job, sync or async, on the worker's event loop.
-        defaults["worker_middleware"] = [record_result, *middleware]
+        middleware.insert(0, record_result)
+    if enforce_time_limits not in middleware:
+        # Inside the recorder, which then records the TimeLimitExceeded it raises; around
+        # the site's own middleware, whose time counts.
+        middleware.insert(middleware.index(record_result) + 1, enforce_time_limits)
+    defaults["worker_middleware"] = middleware
+    task_middleware = list(defaults.get("task_middleware", []))
+    if run_in_limited_thread not in task_middleware:
+        # Runs in a sync task's thread: where a time limit's soft stop is raised.
+        task_middleware.insert(0, run_in_limited_thread)
+    defaults["task_middleware"] = task_middleware
     app.worker_defaults = defaults
 
 

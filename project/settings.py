@@ -55,6 +55,22 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_seconds(name: str, default: float | None) -> float | None:
+    """A number of seconds above 0 (`1.5`), or `none` for none."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() == "none":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number of seconds.") from None
+    if not 0 < value < float("inf"):
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a number of seconds above 0.")
+    return value
+
+
 def env_json(name: str, default: Any) -> Any:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -363,6 +379,13 @@ JOBS_METRICS_WINDOW_SECONDS = env_int(
 # gap); older ones were missed by an outage and run once (catch_up) or not at all.
 JOBS_SCHEDULE_MISSED_AFTER_SECONDS = env_int(
     "JOBS_SCHEDULE_MISSED_AFTER_SECONDS", JobsSettings.JOBS_SCHEDULE_MISSED_AFTER_SECONDS.default
+)
+# Time limit, in seconds, of every task that declares none (unset or "none": no limit); a
+# sync task still running this many seconds after being told to stop gets its worker process
+# replaced (README, "Time limits").
+JOBS_TIME_LIMIT = env_seconds("JOBS_TIME_LIMIT", JobsSettings.JOBS_TIME_LIMIT.default)
+JOBS_TIME_LIMIT_GRACE_SECONDS = env_seconds(
+    "JOBS_TIME_LIMIT_GRACE_SECONDS", JobsSettings.JOBS_TIME_LIMIT_GRACE_SECONDS.default
 )
 # Concurrency and rate limits per queue, as JSON: {"billing": {"concurrency": 5},
 # "mail": {"rate": 100, "per": 60}} (README, "Concurrency and rate limits").

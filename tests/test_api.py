@@ -725,7 +725,9 @@ def test_status__of_a_waiting_job(
 ) -> None:
     job_id = defer_report(client, api, token)
 
-    with django_assert_max_num_queries(3):  # token, last_used_at (at most once a minute), job
+    # The token (its last_used_at, written at most once a minute, was written by the defer),
+    # the job, and whether a pause or a limit holds it back.
+    with django_assert_max_num_queries(3):
         response = client.get(f"{api}/jobs/{job_id}/", headers=bearer(token))
 
     assert response.status_code == 200

@@ -106,6 +106,8 @@ def test_jobs_settings__site_without_them_gets_the_defaults(
         "JOBS_METRICS_WINDOW_SECONDS": 300,
         "JOBS_INSTALL_WORKER_EXTRAS": True,
         "JOBS_SCHEDULE_MISSED_AFTER_SECONDS": 60,
+        "JOBS_TIME_LIMIT": None,
+        "JOBS_TIME_LIMIT_GRACE_SECONDS": 10,
         "JOBS_QUEUE_LIMITS": {},
         "JOBS_FETCH_WITH_LIMITS": True,
     }

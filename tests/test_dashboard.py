@@ -16,7 +16,7 @@ from django.test import Client
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
 from example import services, tasks
-from jobs import charts, queue_stats
+from jobs import charts, queue_pauses, queue_stats
 from jobs.queue_stats import Percentiles, QueueState, Throughput
 from jobs.testing import WorkerProcess
 from tests.conftest import JobMaker
@@ -68,6 +68,39 @@ def test_dashboard__shows_waiting_and_running_jobs_now(
     assert 'class="bar-scheduled" data-value="1"' in page
     assert 'class="bar-running" data-value="1"' in page
     assert f"/admin/procrastinate/procrastinatejob/{oldest}/change/" in page
+
+
+@pytest.mark.django_db
+def test_dashboard__shows_the_paused_queues(staff_client: Client, make_job: JobMaker) -> None:
+    make_job(queue="mail")
+    make_job(queue="reports")
+    queue_pauses.pause("mail", by="alice", reason="SMTP <down>")
+    queue_pauses.pause("billing")  # no job yet: listed all the same
+
+    page = staff_client.get("/dashboard/panels/").content.decode()
+    data = staff_client.get("/dashboard/data/").json()
+
+    start = page.index('id="paused-queues"')
+    banner = page[start : page.index("</section>", start)]
+    assert "2 queues: workers take none of their jobs" in banner
+    assert "<strong>mail</strong>" in banner
+    assert "by alice: <q>SMTP &lt;down&gt;</q>" in banner
+    assert "<strong>billing</strong>" in banner
+    assert "/admin/jobs/queuecontrol/" in banner
+    # In the table of queues, the paused one has its badge.
+    assert '?queue=mail">mail</a> <span class="paused-badge">paused</span>' in page
+    assert '?queue=reports">reports</a></td>' in page
+    assert data["paused"]["mail"]["by"] == "alice"
+    assert data["paused"]["mail"]["reason"] == "SMTP <down>"
+    assert set(data["paused"]) == {"mail", "billing"}
+
+
+@pytest.mark.django_db
+def test_dashboard__no_banner_without_paused_queues(staff_client: Client) -> None:
+    page = staff_client.get("/dashboard/panels/").content.decode()
+
+    assert 'id="paused-queues"' not in page
+    assert staff_client.get("/dashboard/data/").json()["paused"] == {}
 
 
 def test_dashboard__figures_of_a_busy_queue(

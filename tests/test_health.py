@@ -16,7 +16,8 @@ from django.db import OperationalError, connection
 from django.test import Client, RequestFactory
 from procrastinate.contrib.django import app
 
-from jobs import health
+from jobs import health, queue_pauses
+from jobs.models import PausedQueue
 from jobs.testing import WorkerProcess
 from tests.schedule_rows import GONE, break_schedule, make_schedule
 
@@ -43,8 +44,9 @@ def stale(worker_id: int) -> None:
 def test_health__anonymous_gets_the_status_only(
     client: Client, live_worker: int, django_assert_max_num_queries: Any
 ) -> None:
-    # The statement timeout, migrations, workers, schedules, and the savepoint around them.
-    with django_assert_max_num_queries(6):
+    # The statement timeout, migrations, workers, schedules, paused queues, and the savepoint
+    # around them.
+    with django_assert_max_num_queries(7):
         response = client.get(HEALTH)
 
     assert response.status_code == 200
@@ -97,7 +99,7 @@ def test_health__can_skip_the_workers(staff_client: Client) -> None:
     response = staff_client.get(HEALTH, {"skip": "workers"})
 
     assert response.status_code == 200
-    assert set(response.json()["checks"]) == {"database", "migrations", "schedules"}
+    assert set(response.json()["checks"]) == {"database", "migrations", "schedules", "queues"}
 
 
 @pytest.mark.django_db
@@ -134,10 +136,36 @@ def test_health__healthy_schedules_warn_of_nothing(staff_client: Client, live_wo
 
 @pytest.mark.django_db
 def test_health__can_skip_the_schedules(staff_client: Client, live_worker: int) -> None:
-    response = staff_client.get(HEALTH, {"skip": "schedules,workers"})
+    response = staff_client.get(HEALTH, {"skip": "schedules,workers,queues"})
 
     assert response.status_code == 200
     assert set(response.json()["checks"]) == {"database", "migrations"}
+
+
+@pytest.mark.django_db
+def test_health__a_paused_queue_is_information_not_a_failure(
+    client: Client, staff_client: Client, live_worker: int
+) -> None:
+    queue_pauses.pause("billing", by="alice", reason="provider down")
+
+    response = staff_client.get(HEALTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["failed"] == []
+    assert body["warnings"] == []
+    since = PausedQueue.objects.get().paused_at.isoformat()
+    assert body["checks"]["queues"] == {
+        "ok": True,
+        "paused": [{"queue": "billing", "since": since, "by": "alice", "reason": "provider down"}],
+    }
+    assert client.get(HEALTH).json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_health__no_paused_queue(staff_client: Client, live_worker: int) -> None:
+    assert staff_client.get(HEALTH).json()["checks"]["queues"] == {"ok": True, "paused": []}
 
 
 @pytest.mark.django_db
@@ -225,7 +253,7 @@ def test_health__staff_see_why_the_database_is_unreachable(staff_user: User) -> 
     assert response.status_code == 503
     body = json.loads(response.content)
     assert body["status"] == "fail"
-    assert body["failed"] == ["database", "migrations", "workers", "schedules"]
+    assert body["failed"] == ["database", "migrations", "workers", "schedules", "queues"]
     assert UNREACHABLE in body["checks"]["database"]["error"]
 
 

@@ -13,6 +13,7 @@ from django.db.models.functions import Now
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs import queue_pauses
 from jobs.models import Schedule
 from tests.conftest import JobMaker
 from tests.schedule_rows import break_schedule, make_schedule
@@ -104,6 +105,28 @@ def test_metrics__schedules_by_state_and_the_most_overdue(client: Client, with_t
     assert values[("pgjobs_schedules", (("state", "broken"),))] == 1
     # At least the 90 s (plus the statements between); in seconds, not milliseconds.
     assert 90 <= values[("pgjobs_schedules_overdue_seconds", ())] < 3600
+
+
+@pytest.mark.django_db
+def test_metrics__one_sample_per_paused_queue_with_its_name_escaped(
+    client: Client, with_token: str
+) -> None:
+    queue_pauses.pause("billing")
+    queue_pauses.pause('odd "queue" \\ name')
+
+    response = client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    paused = {
+        key: value for key, value in samples(response).items() if key[0] == "pgjobs_queue_paused"
+    }
+    assert paused == {
+        ("pgjobs_queue_paused", (("queue", "billing"),)): 1,
+        ("pgjobs_queue_paused", (("queue", 'odd "queue" \\ name'),)): 1,
+    }
+    assert 'pgjobs_queue_paused{queue="odd \\"queue\\" \\\\ name"} 1.0' in response.content.decode()
+    queue_pauses.resume("billing")
+    again = samples(client.get(METRICS, headers={"Authorization": f"Bearer {TOKEN}"}))
+    assert ("pgjobs_queue_paused", (("queue", "billing"),)) not in again
 
 
 def test_metrics__histograms_and_failures_of_a_busy_queue(

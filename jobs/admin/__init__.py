@@ -13,6 +13,7 @@ One module per idea:
 - `tokens.py`: the API tokens' admin (list, limit to tasks, revoke);
 - `schedules.py`: the stored schedules (list, form, enable, disable, run now, their runs),
   with the periodic tasks declared in the code under their list;
+- `queues.py`: the page of queues, limits and pauses (pause and resume a queue);
 - `batches.py`: batches and chains of jobs (list, page with their jobs, cancel the rest,
   retry failed jobs);
 - `queue_tables.py`: `QueueTableAdmin`, read-only and bounded, the base of the two below;
@@ -25,6 +26,6 @@ One module per idea:
 Django's autodiscovery imports this package; importing the modules below registers them.
 """
 
-from jobs.admin import batches, events, jobs, schedules, tokens
+from jobs.admin import batches, events, jobs, queues, schedules, tokens
 
-__all__ = ["batches", "events", "jobs", "schedules", "tokens"]
+__all__ = ["batches", "events", "jobs", "queues", "schedules", "tokens"]

@@ -17,7 +17,7 @@ from jobs import job_list
 M = TypeVar("M", bound=Model)
 
 if TYPE_CHECKING:
-    from django.contrib.admin import ModelAdmin
+    from django.contrib.admin import ModelAdmin as ModelAdmin  # (re-exported)
 else:
 
     class ModelAdmin(admin.ModelAdmin):

@@ -33,7 +33,7 @@ from jobs.admin.loaders import JobChangeList, attach_events_and_results, events_
 from jobs.admin.queue_tables import QueueTableAdmin
 from jobs.admin.timeline import render_timeline
 from jobs.job_ids import parse_job_id
-from jobs.job_status import row_is_current
+from jobs.job_status import held_by, row_is_current
 from jobs.models import JobResult
 from jobs.time_labels import duration_label, relative
 
@@ -91,6 +91,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
                     "id",
                     "task_name",
                     "status_label",
+                    "held_back",
                     "queue_name",
                     "priority",
                     "attempts",
@@ -120,6 +121,7 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
     ]
     readonly_fields = [
         "status_label",
+        "held_back",
         "worker_label",
         "arguments",
         "timeline",
@@ -228,6 +230,28 @@ class JobAdmin(QueueTableAdmin[ProcrastinateJob]):
         if job.abort_requested and job.status == "doing":
             label = format_html("{} (abort requested)", label)
         return label
+
+    @admin.display(description="Held back")
+    def held_back(self, job: ProcrastinateJob) -> str:
+        """Why a job that is due does not start: its queue is paused, or a limit is full
+        ("waiting for limit `payments`: 3 of 3 running"); "-" for any other job."""
+        if job.status != "todo":
+            return "-"
+        # The page keeps the arguments it shows; a limit's key is read from all of them.
+        text: str = getattr(job, "args_text", "")
+        total: int = getattr(job, "args_chars", ARGS_PAGE_CHARS + 1)
+        if total <= ARGS_PAGE_CHARS:
+            args = json.loads(text)
+        else:
+            args = ProcrastinateJob.objects.values_list("args", flat=True).get(pk=job.pk)
+        reason = held_by(
+            task_name=job.task_name,
+            queue_name=job.queue_name,
+            args=args,
+            status=job.status,
+            scheduled_at=job.scheduled_at,
+        )
+        return reason or "-"
 
     @admin.display(description="Deferred, last event")
     def events(self, job: ProcrastinateJob) -> str:

@@ -1,4 +1,5 @@
-"""The API tokens' admin: list them, limit one to other tasks, revoke."""
+"""The API tokens' admin: list them, limit one to other tasks, revoke; take a token's
+capability to pause queues away, or give it, for users who may pause queues themselves."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from jobs.access import PAUSE_QUEUES
 from jobs.admin.checked import CheckedListAdmin
 from jobs.models import ApiToken
 from jobs.tokens import TokenError, validate_task_names
@@ -23,7 +25,7 @@ else:
 class ApiTokenForm(ApiTokenModelForm):
     class Meta:
         model = ApiToken
-        fields = ["tasks", "revoked_at"]
+        fields = ["tasks", "may_pause_queues", "revoked_at"]
 
     def clean_tasks(self) -> list[str]:
         tasks: object = self.cleaned_data["tasks"]
@@ -43,21 +45,41 @@ class ApiTokenAdmin(CheckedListAdmin[ApiToken]):
     change to it from any form."""
 
     form = ApiTokenForm
-    list_display = ["name", "key_id", "tasks", "created_at", "last_used_at", "revoked_at"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = [
+        "name",
+        "key_id",
+        "tasks",
+        "may_pause_queues",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "may_pause_queues"]
     search_fields = ["name", "key_id"]
     ordering = ["name"]
     readonly_fields = ["name", "key_id", "created_at", "last_used_at"]
-    fields = ["name", "key_id", "tasks", "created_at", "last_used_at", "revoked_at"]
+    fields = [
+        "name",
+        "key_id",
+        "tasks",
+        "may_pause_queues",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     actions = ["revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        readonly = list(self.readonly_fields)
         if obj is not None and obj.stored_revoked_at() is not None:
-            return [*self.readonly_fields, "revoked_at"]
-        return list(self.readonly_fields)
+            readonly.append("revoked_at")
+        # Whoever may change tokens but not pause queues cannot hand a token that power.
+        if not request.user.has_perm(PAUSE_QUEUES):
+            readonly.append("may_pause_queues")
+        return readonly
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:

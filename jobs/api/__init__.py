@@ -13,11 +13,15 @@ their checks; the async one (under /api/async/) uses `defer_async` and the async
     GET  /api/batches/<id>/            status, counts, one page of jobs (?page=, ?page_size=)
     POST /api/batches/<id>/cancel/     cancel the batch's waiting jobs, ask running ones to stop
     POST /api/batches/<id>/retry/      retry the batch's failed jobs
+    GET  /api/queues/                  every known queue: its jobs waiting and running, its pause
+    POST /api/queues/<name>/pause/     pause a queue: {"reason": ...} (optional)
+    POST /api/queues/<name>/resume/    resume it
 
 Machine clients send `Authorization: Bearer <token>` (tokens are limited to named tasks);
 session users need the `jobs.defer_job`, `jobs.view_job_status` or `jobs.manage_job`
 permission, and CSRF applies to them (the batch routes ask the same permissions as the
-job routes: defer, view, manage). Every error is a JSON body `{"error": ..., "field":
+job routes: defer, view, manage; the queue routes ask `jobs.pause_queue`, and of a token
+the capability to pause queues, see queues.py). Every error is a JSON body `{"error": ..., "field":
 ...}` with its status code, and no error path writes a job row.
 
 What a client sends is confined to what it was given: its locks are namespaced by the task
@@ -31,5 +35,6 @@ One module per idea:
 - `auth.py`: who is asking (a token or a session user) and what it may do;
 - `requests.py`: what is asked: the body read within bounds, a defer request checked
   field by field, the task resolved and configured;
-- `views.py`: the views, sync and async, and the shape of their answers.
+- `views.py`: the views, sync and async, and the shape of their answers;
+- `queues.py`: the queue routes' views (list, pause, resume), sync and async.
 """

@@ -1,8 +1,9 @@
 """Who is asking the job API, and what it may do.
 
 A machine client sends `Authorization: Bearer <token>`; the token names the tasks it may
-use (jobs/tokens.py). Without that header, the site's session user is asked for, with the
-permission of each action, and CSRF protects its POSTs.
+use (jobs/tokens.py), and may have been given a capability beyond them (pausing queues).
+Without that header, the site's session user is asked for, with the permission of each
+action, and CSRF protects its POSTs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
 from jobs import tokens
-from jobs.access import MANAGE_JOBS, MalformedAuthorization, bearer_token
+from jobs.access import MANAGE_JOBS, PAUSE_QUEUES, MalformedAuthorization, bearer_token
 from jobs.api.errors import ApiError
 from jobs.models import ApiToken
 
@@ -22,6 +23,16 @@ PERMISSIONS = {
     "defer": "jobs.defer_job",
     "view": "jobs.view_job_status",
     "manage": MANAGE_JOBS,
+    "pause": PAUSE_QUEUES,
+}
+# Actions beyond the jobs of a token's tasks: a token may do one only if it was issued with
+# the capability (`create_api_token --may-pause-queues`); tokens issued before have none.
+TOKEN_CAPABILITIES = {
+    "pause": (
+        "may_pause_queues",
+        "This token may not list, pause or resume queues: "
+        "issue one with `create_api_token --may-pause-queues`.",
+    ),
 }
 
 
@@ -34,15 +45,26 @@ class Principal:
     permissions: set[str] = field(default_factory=set)
 
     def require(self, action: str) -> None:
-        """Refuse a session user without the action's permission; a token may do every
-        action, on jobs of its tasks only (`sees`)."""
+        """Refuse a session user without the action's permission, a token without the
+        action's capability (TOKEN_CAPABILITIES); a token does the other actions on jobs of
+        its tasks only (`sees`)."""
         if self.token is not None:
+            capability = TOKEN_CAPABILITIES.get(action)
+            if capability is not None and not getattr(self.token, capability[0]):
+                raise ApiError(403, capability[1])
             return
         if PERMISSIONS[action] not in self.permissions:
             raise ApiError(403, f"You need the {PERMISSIONS[action]!r} permission.")
 
     def sees(self, task_name: str) -> bool:
         return self.token is None or self.token.allows(task_name)
+
+    @property
+    def name(self) -> str:
+        """Who is asking, in words, for what it changes (a queue's `paused_by`)."""
+        if self.token is not None:
+            return f"API token {self.token.name}"
+        return self.user.get_username() if self.user is not None else ""
 
     @property
     def reads_tracebacks(self) -> bool:

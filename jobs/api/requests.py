@@ -206,7 +206,8 @@ def _schedule_at(value: Any) -> dt.datetime:
     return _scheduled(when, "schedule_at")
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; ApiError(400) if it is not one."""
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -233,7 +234,7 @@ def _unknown_field(data: dict[str, Any], fields: AbstractSet[str]) -> None:
 
 def parse_defer_request(body: bytes) -> DeferRequest:
     """Parse and check a defer request body; raise ApiError(400) naming the bad field."""
-    return defer_request_from(_json_object(body))
+    return defer_request_from(json_object(body))
 
 
 def defer_request_from(data: Any, fields: AbstractSet[str] = DEFER_FIELDS) -> DeferRequest:
@@ -280,7 +281,7 @@ class BatchRequest:
 def parse_batch_request(body: bytes) -> BatchRequest:
     """Parse and check a batch request body: each of its jobs as `POST /api/jobs/` checks
     one, and its callbacks; raise ApiError(400) naming the bad field (`jobs[3].kwargs.n`)."""
-    data = _json_object(body)
+    data = json_object(body)
     _unknown_field(data, BATCH_FIELDS)
     description = data.get("description")
     if description is None:

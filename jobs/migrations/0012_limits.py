@@ -79,7 +79,7 @@ $$;
 
 CREATE FUNCTION jobs_limits_v1(limits jsonb) RETURNS jobs_limit_v1[]
     LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(array_agg(l), '{}')
+    SELECT coalesce(array_agg(l ORDER BY l.name), '{}')
       FROM jsonb_populate_recordset(NULL::jobs_limit_v1, limits) l
 $$;
 
@@ -90,14 +90,6 @@ CREATE FUNCTION jobs_fetch_job_v1(
 )
     RETURNS procrastinate_jobs
     LANGUAGE plpgsql
-    -- The candidates are read in the order of procrastinate's index on (priority, id) until
-    -- one passes: the planner cannot estimate the filters on paused queues and full limits
-    -- (arrays known only at run time), takes them for very selective, and would otherwise
-    -- read and sort every waiting job at each fetch.
-    SET enable_sort = off
-    -- Each statement planned once per session: with arrays for parameters, the plan cache
-    -- would otherwise plan the candidates' query again at every fetch (most of its cost).
-    SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     _found procrastinate_jobs;
@@ -159,8 +151,7 @@ BEGIN
         RETURN _found;
     END IF;
 
-    -- jobs_limits_v1, inlined: a call to it costs as much as its work.
-    _limits := ARRAY(SELECT l FROM jsonb_populate_recordset(NULL::jobs_limit_v1, limits) l);
+    _limits := jobs_limits_v1(limits);
     -- The pairs that look full now, without locks: the candidates below skip their jobs.
     -- Each candidate's own limits are checked again under their locks.
     _held := ARRAY(
