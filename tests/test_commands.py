@@ -126,6 +126,9 @@ def test_bench_api__refuses_bad_arguments() -> None:
         call_command("bench_api", "--seconds", "-1", stdout=StringIO())
 
 
+# Every phase of the benchmark, batches and limits included, with real workers: longer than
+# the suite's 300 s per test on a loaded 2-core machine.
+@pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
 def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any) -> None:
     out = StringIO()
