@@ -41,6 +41,8 @@ DECLARE
     _may_wait boolean := true;
     _locks integer := 0;
     _rated boolean;
+    _limited_tasks text[];
+    _limited_queues text[];
     -- The tasks and queues of the full limits without a key (all their jobs are held),
     -- and of those with a key (only the jobs of the full keys are held).
     _held_tasks text[] := '{}';
@@ -93,8 +95,15 @@ BEGIN
         RETURN _found;
     END IF;
 
-    -- jobs_limits_v1, inlined: a call to it costs as much as its work.
-    _limits := ARRAY(SELECT l FROM jsonb_populate_recordset(NULL::jobs_limit_v1, limits) l);
+    -- One statement (jobs_limits_v1 inlined: a call costs as much as its work): the limits,
+    -- and the tasks and queues they cover (a job of none of them is taken without a further
+    -- look at the limits).
+    SELECT ARRAY(SELECT l FROM jsonb_populate_recordset(NULL::jobs_limit_v1, limits) l),
+           ARRAY(SELECT jsonb_array_elements_text(e -> 'tasks') FROM jsonb_array_elements(limits) e
+                  WHERE jsonb_typeof(e -> 'tasks') = 'array'),
+           ARRAY(SELECT jsonb_array_elements_text(e -> 'queues') FROM jsonb_array_elements(limits) e
+                  WHERE jsonb_typeof(e -> 'queues') = 'array')
+      INTO _limits, _limited_tasks, _limited_queues;
 
     LOOP
         _round := _round + 1;
@@ -156,6 +165,14 @@ BEGIN
             FOR UPDATE OF jobs SKIP LOCKED;
         IF _candidate.id IS NULL THEN
             RETURN _found;  -- no job: a row of nulls, as procrastinate's function returns
+        END IF;
+        IF NOT (_candidate.task_name = ANY(_limited_tasks)
+                OR _candidate.queue_name = ANY(_limited_queues)) THEN
+            UPDATE procrastinate_jobs
+                SET status = 'doing', worker_id = p_worker_id
+                WHERE id = _candidate.id
+                RETURNING * INTO _found;
+            RETURN _found;
         END IF;
 
         _full := false;
