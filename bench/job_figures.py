@@ -10,6 +10,7 @@ from typing import Any
 
 from bench import worker_tasks
 from bench.defer_cost import defer_rates, enqueue_rates, view_overhead
+from bench.scaling import scaling_figures
 from bench.timing import alternating_rounds, with_ratio
 from bench.workers import drain, held_back_cpu, pickup_latency, run_workers, soak, stock_worker
 
@@ -56,6 +57,7 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
         polling, options["polling_latency_count"], listeners=0
     ).__dict__
     figures["pickup_polling"]["interval_seconds"] = poll
+    figures.update(scaling_figures(options, recommended, log))
     log("View overhead under uvicorn...")
     figures["view_overhead"] = view_overhead(options["requests"])
     if options["soak"]:

@@ -5,6 +5,8 @@ is the benchmark's scratch database (`manage.py bench_jobs`):
   start to the last job's end (process start-up is not counted);
 - pickup latency: idle workers, one job at a time, from the job's `deferred` event to its
   `started` event (both stamped by PostgreSQL's clock);
+- pickup latency under load: the same, for jobs of a higher priority deferred at a steady
+  pace while the workers drain a backlog;
 - soak: a long run with finished jobs deleted, reporting worker memory and table sizes;
 - held-back CPU: the CPU of workers whose only jobs a limit holds back, beside idle ones.
 
@@ -279,6 +281,12 @@ def pickup_latency(command: list[str], count: int, *, listeners: int) -> Latency
                 if time.monotonic() > deadline:
                     raise RuntimeError("a job was never picked up")
                 time.sleep(0.001)
+    return Latency.of(_pickup_seconds(ids))
+
+
+def _pickup_seconds(ids: list[int]) -> list[float]:
+    """Each job's pickup latency: from its `deferred` event to its `started` event, both
+    stamped by PostgreSQL's clock."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -288,7 +296,83 @@ def pickup_latency(command: list[str], count: int, *, listeners: int) -> Latency
             """,
             [ids],
         )
-        return Latency.of([row[0].total_seconds() for row in cursor.fetchall()])
+        return [row[0].total_seconds() for row in cursor.fetchall()]
+
+
+# The jobs measured under load outrank the backlog's (priority 0, procrastinate's default):
+# the fetch takes them first, so their latency is the wait for a free slot and a fetch.
+PROBE_PRIORITY = 10
+# The backlog of the latency under load is topped up whenever fewer jobs than this wait:
+# far more than the workers run between two looks (one per probe, 50 ms at 20 a second).
+BACKLOG_LOW_WATER = 1000
+
+
+def _backlog_waiting(at_most: int) -> int:
+    """The backlog's jobs waiting to start, counted up to `at_most` (a bounded count: the
+    look is repeated for every probe, and must not load the database it measures)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM procrastinate_jobs WHERE queue_name = %s "
+            "AND status = 'todo' AND priority < %s LIMIT %s) AS waiting",
+            [worker_tasks.QUEUE, PROBE_PRIORITY, at_most],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def _defer_backlog(count: int, first: int) -> None:
+    """`count` no-op async jobs for the backlog, numbered from `first`."""
+    for start in range(first, first + count, 5000):
+        worker_tasks.noop_async.batch_defer(
+            *(worker_tasks.noop_kwargs(n) for n in range(start, min(first + count, start + 5000)))
+        )
+
+
+def pickup_latency_under_load(
+    command: list[str], *, backlog: int, count: int, per_second: int, listeners: int
+) -> dict[str, Any]:
+    """The pickup latency of jobs deferred while `command`'s workers drain a backlog.
+
+    Once the workers listen, `backlog` no-op async jobs are queued, and as many again each
+    time fewer than BACKLOG_LOW_WATER (at most `backlog`) wait, so that the workers never
+    run dry. Meanwhile `count` no-op async jobs of a higher priority (PROBE_PRIORITY) are
+    deferred one at a time, `per_second` a second at a steady pace, none waiting for the
+    one before to start; each one's latency runs from its `deferred` event to its `started`
+    event, as for idle workers. `fewest_waiting` is the fewest backlog jobs seen waiting
+    after a probe was deferred: 0 would mean the workers ran dry at times, and the figure
+    mixes in idle latency. The workers then drain what is left.
+    """
+    low_water = min(backlog, BACKLOG_LOW_WATER)
+    probe = worker_tasks.noop_async.configure(priority=PROBE_PRIORITY)
+    interval = 1 / per_second
+    before = listening_pids()
+    ids: list[int] = []
+    fewest_waiting = low_water
+    queued_jobs = 0
+    with running_workers(command):
+        _wait_listening(before, listeners)
+        _defer_backlog(backlog, queued_jobs)
+        queued_jobs += backlog
+        due = time.monotonic()
+        for n in range(count):
+            # The pace, not a synchronisation: the probes go at set times, whatever happens.
+            time.sleep(max(0.0, due - time.monotonic()))
+            ids.append(probe.defer(n=n))
+            waiting = _backlog_waiting(low_water)
+            fewest_waiting = min(fewest_waiting, waiting)
+            if waiting < low_water:
+                _defer_backlog(backlog, queued_jobs)
+                queued_jobs += backlog
+            # A probe that could not go on time (a top-up took longer than the interval)
+            # goes at once, and the pace resumes from it: no burst to catch up.
+            due = max(due + interval, time.monotonic())
+        _wait(lambda: not queued(), "the backlog drained", timeout=900)
+    return {
+        **Latency.of(_pickup_seconds(ids)).__dict__,
+        "per_second": per_second,
+        "backlog": backlog,
+        "backlog_jobs": queued_jobs,
+        "fewest_waiting": fewest_waiting,
+    }
 
 
 # --- Soak -------------------------------------------------------------------------------

@@ -139,6 +139,7 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
         "--defer-count", "10", "--latency-count", "10", "--polling-latency-count", "5",
         "--poll-interval", "0.2", "--requests", "20", "--batch-jobs", "100",
         "--big-batch", "300", "--idle-seconds", "1", "--held-jobs", "20",
+        "--load-latency-count", "10", "--load-latency-rate", "50", "--grid", "1x1,1x2",
         "--output", str(tmp_path), stdout=out,
     )  # fmt: skip
 
@@ -153,6 +154,13 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
     assert len(figures["drain"]["noop_async/stock"]["runs_per_second"]) == 2
     assert "noop_async: recommended / stock = " in text
     assert figures["pickup_listen_notify"]["count"] == 10
+    # What limits throughput (bench/scaling.py): latency under load, the ceiling, the grid.
+    assert figures["pickup_under_load"]["count"] == 10
+    assert "Pickup latency under load" in text
+    assert (figures["ceiling"]["jobs"], figures["ceiling"]["connections"]) == (100, 4)
+    assert "The machine's ceiling: no worker" in text
+    assert list(figures["grid"]["cells"]) == ["1x1", "1x2"]
+    assert re.search(r"  1x2 +[\d,.]+   \(100 jobs in", text)
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     # Django's task API beside procrastinate's, in the same run and the same rounds.
     assert "Django's task API beside procrastinate's" in text

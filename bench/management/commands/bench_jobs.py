@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from bench import worker_tasks
+from bench import scaling, worker_tasks
 from bench.chart import write_chart
 from bench.job_figures import run_all
 from bench.scratch import measure_in_scratch_database, require_scratch_database
@@ -30,8 +30,9 @@ class Command(BaseCommand):
         "Benchmark the job system on a scratch database next to yours: defer rate, drain "
         "throughput (stock worker vs run_workers), Django's task API beside procrastinate's, "
         "limits (the app's fetch beside procrastinate's, a limited drain, held-back CPU), "
-        "pickup latency with and without LISTEN/NOTIFY, a deferring view's overhead under "
-        "uvicorn; a table, JSON and a PNG."
+        "pickup latency with and without LISTEN/NOTIFY and under load, the machine's ceiling "
+        "(PostgreSQL's cost per job, no worker), jobs/s against processes x concurrency "
+        "(--grid), a deferring view's overhead under uvicorn; a table, JSON and a PNG."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -86,6 +87,38 @@ class Command(BaseCommand):
         parser.add_argument("--latency-count", type=whole_number(10), default=300)
         parser.add_argument("--polling-latency-count", type=whole_number(5), default=20)
         parser.add_argument("--poll-interval", type=seconds(0.05, 60), default=1.0)
+        parser.add_argument(
+            "--load-latency-count",
+            type=whole_number(10),
+            default=300,
+            help="Urgent jobs whose pickup latency is measured while the recommended setup "
+            "drains a backlog of --jobs jobs (kept topped up).",
+        )
+        parser.add_argument(
+            "--load-latency-rate",
+            type=whole_number(1, 1000),
+            default=20,
+            help="Urgent jobs deferred per second, at a steady pace, under load.",
+        )
+        parser.add_argument(
+            "--ceiling-connections",
+            type=whole_number(1, scaling.MAX_CEILING_CONNECTIONS),
+            help="Connections that fetch and finish --jobs jobs with no worker (the ceiling); "
+            "by default as many as the recommended setup's slots (--processes x --concurrency).",
+        )
+        parser.add_argument(
+            "--grid",
+            type=scaling.grid_cells,
+            default=[],
+            help="Also drain --jobs no-op sync jobs with run_workers for each "
+            "PROCESSESxCONCURRENCY cell, e.g. 1x1,1x4,2x4,2x8,4x4 (default: none).",
+        )
+        parser.add_argument(
+            "--grid-repeat",
+            type=whole_number(1, 99),
+            default=1,
+            help="Rounds of each --grid cell, alternating; the median run is reported.",
+        )
         parser.add_argument("--requests", type=whole_number(20), default=500)
         parser.add_argument(
             "--soak", type=whole_number(0), default=0, help="Jobs for a soak run (0: none)."
@@ -124,6 +157,11 @@ class Command(BaseCommand):
             "--latency-count", str(options["latency_count"]),
             "--polling-latency-count", str(options["polling_latency_count"]),
             "--poll-interval", str(options["poll_interval"]),
+            "--load-latency-count", str(options["load_latency_count"]),
+            "--load-latency-rate", str(options["load_latency_rate"]),
+            "--ceiling-connections", str(scaling.ceiling_connections(options)),
+            "--grid", ",".join(f"{p}x{c}" for p, c in options["grid"]),
+            "--grid-repeat", str(options["grid_repeat"]),
             "--requests", str(options["requests"]), "--soak", str(options["soak"]),
         ]  # fmt: skip
 
@@ -186,6 +224,8 @@ class Command(BaseCommand):
                 f"p95 {row['p95_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
                 f"max {row['max_ms']:.2f} ms"
             )
+        for line in scaling.report_lines(figures):
+            write(line)
         for flavour, row in figures["view_overhead"].items():
             write(
                 f"Deferring in a {flavour} view under uvicorn adds "
