@@ -302,8 +302,9 @@ def _pickup_seconds(ids: list[int]) -> list[float]:
 # The jobs measured under load outrank the backlog's (priority 0, procrastinate's default):
 # the fetch takes them first, so their latency is the wait for a free slot and a fetch.
 PROBE_PRIORITY = 10
-# The backlog of the latency under load is topped up whenever fewer jobs than this wait:
-# far more than the workers run between two looks (one per probe, 50 ms at 20 a second).
+# The backlog of the latency under load is topped up whenever fewer jobs than this (or than
+# half the backlog) wait: far more than the workers run between two looks (one per probe,
+# 50 ms apart at 20 a second).
 BACKLOG_LOW_WATER = 1000
 
 
@@ -333,15 +334,16 @@ def pickup_latency_under_load(
     """The pickup latency of jobs deferred while `command`'s workers drain a backlog.
 
     Once the workers listen, `backlog` no-op async jobs are queued, and as many again each
-    time fewer than BACKLOG_LOW_WATER (at most `backlog`) wait, so that the workers never
-    run dry. Meanwhile `count` no-op async jobs of a higher priority (PROBE_PRIORITY) are
-    deferred one at a time, `per_second` a second at a steady pace, none waiting for the
-    one before to start; each one's latency runs from its `deferred` event to its `started`
-    event, as for idle workers. `fewest_waiting` is the fewest backlog jobs seen waiting
-    after a probe was deferred: 0 would mean the workers ran dry at times, and the figure
-    mixes in idle latency. The workers then drain what is left.
+    time fewer than BACKLOG_LOW_WATER (at most half the backlog) wait, so that the workers
+    never run dry. Meanwhile `count` no-op async jobs of a higher priority (PROBE_PRIORITY)
+    are deferred one at a time, `per_second` a second at a steady pace, none waiting for
+    the one before to start; each one's latency runs from its `deferred` event to its
+    `started` event, as for idle workers. `fewest_waiting` is the fewest backlog jobs seen
+    waiting after a probe was deferred (counted up to that low-water mark): 0 would mean
+    the workers ran dry at times, and the figure mixes in idle latency. The workers then
+    drain what is left.
     """
-    low_water = min(backlog, BACKLOG_LOW_WATER)
+    low_water = min(backlog // 2, BACKLOG_LOW_WATER)
     probe = worker_tasks.noop_async.configure(priority=PROBE_PRIORITY)
     interval = 1 / per_second
     before = listening_pids()
