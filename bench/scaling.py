@@ -16,7 +16,7 @@ from bench.ceiling import ceiling
 from bench.timing import alternating_rounds
 from bench.workers import drain, pickup_latency_under_load, run_workers
 
-# The bounds of bench_jobs' --processes and --concurrency, and of each --grid cell.
+# The bounds of each --grid cell: those of bench_jobs' --processes and --concurrency.
 MAX_PROCESSES = 64
 MAX_CONCURRENCY = 500
 # Connections of the ceiling at most (PostgreSQL's max_connections is 100 by default).

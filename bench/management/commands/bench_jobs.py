@@ -51,14 +51,8 @@ class Command(BaseCommand):
                 "beside procrastinate's), alternating; the median run is reported."
             ),
         )
-        parser.add_argument(
-            "--processes",
-            type=whole_number(1, scaling.MAX_PROCESSES),
-            default=os.cpu_count() or 1,
-        )
-        parser.add_argument(
-            "--concurrency", type=whole_number(1, scaling.MAX_CONCURRENCY), default=4
-        )
+        parser.add_argument("--processes", type=whole_number(1, 64), default=os.cpu_count() or 1)
+        parser.add_argument("--concurrency", type=whole_number(1, 500), default=4)
         parser.add_argument(
             "--defer-count",
             type=whole_number(10),
