@@ -22,6 +22,7 @@ import random
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -44,7 +45,7 @@ from jobs.prefetch import FETCH_JOBS, RELEASE_JOBS
 from jobs.testing import WorkerProcess, wait_until
 from tests.conftest import DJANGO_TASK_MODULES, JobRuns
 from tests.prefetch_tasks import signal_own_worker
-from tests.slow_tasks import quick, record_run
+from tests.slow_tasks import quick, record_run, wait_quietly
 
 PREFETCH_TASKS = {
     "PROCRASTINATE_IMPORT_PATHS": f"tests.prefetch_tasks,tests.slow_tasks,{DJANGO_TASK_MODULES}"
@@ -618,31 +619,43 @@ def warm_up(worker: WorkerProcess) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker__sigterm_gives_back_the_jobs_it_claimed_and_did_not_start(
+def test_worker__sigterm_gives_back_at_once_the_jobs_it_claimed_and_did_not_start(
     job_runs: JobRuns,
     start_worker: Callable[..., WorkerProcess],
     run_worker: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
+    flag = tmp_path / "finish"
     worker = start_worker(
-        "--queues", "tests", "--name", "stopping", "--concurrency", "8", **PREFETCH_TASKS
-    )
+        "--queues", "tests", "--name", "stopping", "--concurrency", "8",
+        "--shutdown-graceful-timeout", "120",
+        **PREFETCH_TASKS,
+    )  # fmt: skip
     warm_up(worker)
-    with transaction.atomic():  # one claim takes them all, the signal first
+    long_job = int(wait_quietly.defer(path=str(flag), timeout=120))
+    wait_until(lambda: statuses([long_job]) == {long_job: "doing"}, what="a long job running")
+    with transaction.atomic():  # one claim takes them all (7 free slots), the signal first
         signal_own_worker.configure(priority=10).defer(signal_number=int(signal.SIGTERM))
-        arguments: list[JSONDict] = [{"n": n} for n in range(7)]
+        arguments: list[JSONDict] = [{"n": n} for n in range(6)]
         job_ids = record_run.batch_defer(*arguments)
 
-    code = worker.process.wait(timeout=60)
-
-    assert code == 0, worker.output()[-4000:]
-    # The worker started some after the signal's job, before its handler ran; the rest
-    # went back as if never taken.
+    # The worker started one more after the signal's job, before the signal's handler ran.
+    # The others go back to the queue as if never taken, while the worker still waits for
+    # its long job: another worker may take them meanwhile.
+    wait_until(
+        lambda: "Gave back" in worker.output() and "doing" not in statuses(job_ids).values(),
+        what="the jobs not started given back",
+    )
+    assert worker.process.poll() is None
     back = [job_id for job_id, status in statuses(job_ids).items() if status == "todo"]
     assert given_back(worker.output()) == len(back) > 0
     assert set(statuses(job_ids).values()) == {"succeeded", "todo"}
     assert rows(back) == dict.fromkeys(back, ("todo", None, 0))
     assert {job_id: events(job_id) for job_id in back} == dict.fromkeys(back, ("deferred",))
     assert all(not runs for runs in job_runs.of(back).values())
+    flag.touch()
+    assert worker.process.wait(timeout=60) == 0, worker.output()[-4000:]
+    assert statuses([long_job]) == {long_job: "succeeded"}
 
     run_worker("--queues", "tests", "--name", "next", "--concurrency", "4", **PREFETCH_TASKS)
     assert all_succeeded(job_ids)
