@@ -382,12 +382,14 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             return await self._retrying(query, lambda: parent(query, **arguments))
         self._fetching = True
         try:
-            worker_id = arguments["worker_id"]
-            row = self.claimed_jobs.take_claimed(worker_id)
+            # procrastinate's worker always says which worker fetches; without it, one job.
+            worker_id: int | None = arguments.get("worker_id")
+            row = None if worker_id is None else self.claimed_jobs.take_claimed(worker_id)
             if row is None:
-                row = await self._fetch(query, arguments)
+                row = await self._fetch(query, arguments, worker_id)
             if row.get("id") is not None:
-                self.claimed_jobs.handed_out(worker_id, row["id"])
+                if worker_id is not None:
+                    self.claimed_jobs.handed_out(worker_id, row["id"])
                 queues = limits.wake_up_queues(
                     str(row.get("task_name", "")), str(row.get("queue_name", ""))
                 )
@@ -402,7 +404,9 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                 # clears the flag this wake-up sets again.
                 self._wake_up_soon()
 
-    async def _fetch(self, query: LiteralString, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def _fetch(
+        self, query: LiteralString, arguments: dict[str, Any], worker_id: int | None
+    ) -> dict[str, Any]:
         """The next job for the worker (a row of nulls: none): a claim of one job per free
         slot, the first returned and the others kept (jobs/prefetch.py); one job when the
         worker has one free slot, or the database lacks the multi-job fetch; procrastinate's
@@ -411,9 +415,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         if not jobs_settings.JOBS_FETCH_WITH_LIMITS:
             return await self._retrying(query, lambda: parent(query, **arguments))
         limits_json = limits.limits_json()
-        worker_id = arguments["worker_id"]
-        slots = self.claimed_jobs.slots_to_claim(worker_id) if jobs_settings.JOBS_FETCH_MANY else 1
-        if slots > 1:
+        slots = 1
+        if worker_id is not None and jobs_settings.JOBS_FETCH_MANY:
+            slots = self.claimed_jobs.slots_to_claim(worker_id)
+        if worker_id is not None and slots > 1:
             try:
                 rows = await self._run_claims_statement(
                     FETCH_JOBS, {**arguments, "limits": limits_json, "n": slots}
