@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -131,6 +132,8 @@ class ClaimedJobs:
             claims.watcher = asyncio.create_task(
                 self._give_back_on_stop(worker.worker_id, stop_event),
                 name=f"give back claimed jobs of worker {worker.worker_id}",
+                # Not the context of the job whose middleware calls this (its attempt).
+                context=contextvars.Context(),
             )
 
     async def _give_back_on_stop(self, worker_id: int, stop_event: asyncio.Event) -> None:
