@@ -299,11 +299,9 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         if query == sql.queries["unregister_worker"]:
             await self._unregister_worker(query, arguments)
             return
-        try:
-            await self._execute(query, arguments)
-        finally:
-            if query in JOB_END_QUERIES:
-                self.claimed_jobs.ended(arguments["job_id"])
+        if query in JOB_END_QUERIES:
+            self.claimed_jobs.ended(arguments["job_id"])
+        await self._execute(query, arguments)
         if query in JOB_END_QUERIES and self._limited_jobs:
             queues = self._limited_jobs.pop(arguments["job_id"], None)
             if queues is not None:

@@ -10,18 +10,19 @@ the earlier ones. The connector hands the first job to the slot that asked and k
 others, in the order they were claimed, for the worker's next fetches: the worker makes
 them at once, one per free slot, and gets them without a round trip.
 
-**Free slots.** A worker's concurrency minus the jobs the connector handed to it that have
-not ended. Its concurrency is told by the worker middleware `register_worker_slots` (every
-job's, installed with the app's worker extras, jobs/worker.py) when it runs the worker's
-first job; until then a fetch claims one job. A job ends, for the count, when the connector
-has sent its end (procrastinate's `finish_job` or `retry_job` statement, whether it worked
-or not): every job a worker started ends with exactly one of them through this connector,
-however it ends (succeeded, failed, retried, aborted, past its time limit, its task not
-found, which no middleware sees), so no job is counted running forever. It counts a job as
-ended a moment before the worker frees its slot (the end's reply, then the job's asyncio
-task ends: no code of the task runs in between): a claim made in that moment may keep a job
-that long. Otherwise a claimed job has a free slot: none waits behind a busy slot while
-another worker idles.
+**Free slots.** A worker's concurrency minus the jobs the connector handed to it whose end
+has not been sent yet. Its concurrency is told by the worker middleware
+`register_worker_slots` (every job's, installed with the app's worker extras, jobs/worker.py)
+when it runs the worker's first job; until then a fetch claims one job. A job ends, for the
+count, when the worker sends its end through the connector (procrastinate's `finish_job` or
+`retry_job` statement), not when its asyncio task is over: every job a worker started ends
+with exactly one of them, however it ends (succeeded, failed, retried, aborted, past its
+time limit, its task not found, which no middleware sees), so no job is counted running
+forever. Once its end is sent, no code of the task runs any more: its slot is free but for
+that round trip. Counting it free then lets one claim fill the slots of jobs that ended
+together, whose ends are on their way (with no-op jobs, claims of 3 to 4 jobs for 4 slots
+instead of 2): such a job is kept for the length of a round trip. No claimed job waits
+behind a running task while another worker idles.
 
 **Given back.** A worker that stops (SIGTERM, its process replaced after a time limit, a
 failed side task) fetches no more: the jobs it claimed and did not start are given back at
@@ -170,7 +171,7 @@ class ClaimedJobs:
         self._worker_of_job[job_id] = worker_id
 
     def ended(self, job_id: int) -> None:
-        """The end of job `job_id` was sent: its slot is free again."""
+        """The end of job `job_id` is on its way: its slot is free but for that round trip."""
         worker_id = self._worker_of_job.pop(job_id, None)
         if worker_id is not None and (claims := self._workers.get(worker_id)) is not None:
             claims.running.discard(job_id)
