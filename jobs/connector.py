@@ -448,9 +448,8 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
 
     def _warn_fetch_function_missing(self, error: BaseException, consequence: str) -> None:
         now = time.monotonic()
-        if now < self._fetch_warned_at.get(consequence, -FETCH_WARNING_INTERVAL) + (
-            FETCH_WARNING_INTERVAL
-        ):
+        last = self._fetch_warned_at.get(consequence)
+        if last is not None and now < last + FETCH_WARNING_INTERVAL:
             return
         self._fetch_warned_at[consequence] = now
         logger.warning(

@@ -32,11 +32,11 @@ from django.db import migrations
 #   allowed that job in while this one was taken: two waiting jobs of one queueing lock
 #   cannot be). Given-back jobs are announced as an insert is, so that idle workers take
 #   them at once. Returns each given-back job's id and new status.
-FETCH_SQL = r"""
+DROP_FETCH_SQL = r"""
 DROP FUNCTION jobs_fetch_job_v1(character varying[], bigint, jsonb);
 """
 
-RELEASE_SQL = r"""
+CLAIM_AND_RELEASE_SQL = r"""
 CREATE FUNCTION jobs_fetch_jobs_v1(
     target_queue_names character varying[],
     p_worker_id bigint,
@@ -115,7 +115,7 @@ END;
 $$;
 """
 
-REVERSE_RELEASE_SQL = """
+REVERSE_CLAIM_AND_RELEASE_SQL = """
 DROP FUNCTION jobs_release_jobs_v1(bigint[], bigint);
 DROP FUNCTION jobs_fetch_jobs_v1(character varying[], bigint, jsonb, integer);
 """
@@ -154,8 +154,8 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunSQL(
-            FETCH_SQL + _fetch_with_may_wait(),
+            DROP_FETCH_SQL + _fetch_with_may_wait(),
             REVERSE_FETCH_SQL + _fetch_of_0014().replace("CREATE OR REPLACE", "CREATE", 1),
         ),
-        migrations.RunSQL(RELEASE_SQL, REVERSE_RELEASE_SQL),
+        migrations.RunSQL(CLAIM_AND_RELEASE_SQL, REVERSE_CLAIM_AND_RELEASE_SQL),
     ]
