@@ -411,6 +411,9 @@ class JobsSettings:
     # Workers fetch with the app's function, which skips paused queues and the jobs a limit
     # holds back (jobs/limits.py); False: procrastinate's own fetch, which knows neither.
     JOBS_FETCH_WITH_LIMITS = Setting(True, Flag())
+    # With the app's fetch, a worker claims a job per free slot in one statement and hands
+    # them to its slots one by one (jobs/prefetch.py); False: one job per fetch.
+    JOBS_FETCH_MANY = Setting(True, Flag())
 
     @classmethod
     def all(cls) -> list[Setting[Any]]:

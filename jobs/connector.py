@@ -58,6 +58,11 @@ keeps procrastinate's fetch (no pause, no limit); so does a database without tha
 (code deployed before `migrate`, or a migration rolled back), with a warning every minute,
 rather than stopping the worker.
 
+With the app's fetch, a worker with several free slots claims a job for each in one
+statement, hands the first to the slot that asked and the others to its next fetches
+without a round trip, and gives back what it claimed and did not start when it stops
+(jobs/prefetch.py; JOBS_FETCH_MANY = False fetches one job at a time).
+
 `ReconnectingDjangoConnector` is the Django connector that hands this connector to
 `manage.py procrastinate worker`; installing the app installs it (jobs/worker.py).
 """
@@ -84,6 +89,7 @@ from procrastinate.psycopg_connector import PsycopgConnector
 from jobs import limits
 from jobs.conf import jobs_settings
 from jobs.out_of_range_times import tolerant_adapters
+from jobs.prefetch import FETCH_COLUMNS, FETCH_JOBS, ClaimedJobs
 
 logger = logging.getLogger(__name__)
 
@@ -198,10 +204,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
     the insert but before its reply arrived, a second run would defer the jobs twice. A
     task that defers while the database is away fails, and its retry policy decides.
     Other statements are safe to repeat, or fail harmlessly when repeated (finishing a job
-    that is already finished). The one gap left is fetching a job when the reply is lost
+    that is already finished). The one gap left is fetching jobs when the reply is lost
     after the commit (only on a broken network, not on a restart, where the server says
-    it is shutting down): that job stays `doing` until this worker stops, and stalled-job
-    recovery then retries it.
+    it is shutting down): those jobs stay `doing` until this worker stops, and stalled-job
+    recovery then retries them.
 
     The pool's connections get the adapters of `jobs.out_of_range_times` (as `context=`,
     added to the given one), unless `kwargs` is a callable, whose result is the caller's.
@@ -234,7 +240,9 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         # Job id -> the queues whose workers its end wakes (it counts towards a concurrency
         # limit, whose held jobs may start once it is over).
         self._limited_jobs: dict[int, tuple[str, ...]] = {}
-        self._fetch_warned_at = -FETCH_WARNING_INTERVAL
+        self._fetch_warned_at: dict[str, float] = {}
+        # The jobs claimed for this connector's workers' free slots (jobs/prefetch.py).
+        self.claimed_jobs = ClaimedJobs(self._run_claims_statement)
         self._wake_up: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._wake_ups: set[asyncio.Task[None]] = set()
 
@@ -288,6 +296,11 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         self._with_job_end[job_id] = (statement, arguments, return_value)
 
     async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
+        if query == sql.queries["unregister_worker"]:
+            await self._unregister_worker(query, arguments)
+            return
+        if query in JOB_END_QUERIES:
+            self.claimed_jobs.ended(arguments["job_id"])
         await self._execute(query, arguments)
         if query in JOB_END_QUERIES and self._limited_jobs:
             queues = self._limited_jobs.pop(arguments["job_id"], None)
@@ -343,6 +356,22 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             self._wake_ups.add(wake_up)
             wake_up.add_done_callback(self._wake_ups.discard)
 
+    async def _unregister_worker(self, query: LiteralString, arguments: dict[str, Any]) -> None:
+        # Before its row goes (which nulls its jobs' worker): the jobs it claimed and did
+        # not start go back to the queue (jobs/prefetch.py).
+        worker_id = arguments["worker_id"]
+        await self.claimed_jobs.give_back(worker_id)
+        try:
+            await self._execute(query, arguments)
+        finally:
+            await self.claimed_jobs.forget(worker_id)
+
+    async def _run_claims_statement(
+        self, query: LiteralString, arguments: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        parent = super().execute_query_all_async
+        return await self._retrying(query, lambda: parent(query, **arguments))
+
     async def execute_query_one_async(
         self, query: LiteralString, **arguments: Any
     ) -> dict[str, Any]:
@@ -351,19 +380,14 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             return await self._retrying(query, lambda: parent(query, **arguments))
         self._fetching = True
         try:
-            if not jobs_settings.JOBS_FETCH_WITH_LIMITS:
-                return await self._retrying(query, lambda: parent(query, **arguments))
-            limits_json = limits.limits_json()
-            try:
-                row: dict[str, Any] = await self._retrying(
-                    query, lambda: parent(FETCH_JOB_WITH_LIMITS, **arguments, limits=limits_json)
-                )
-            except exceptions.ConnectorException as error:
-                if getattr(_cause(error), "sqlstate", None) not in SCHEMA_MISSING_SQLSTATES:
-                    raise
-                self._warn_fetch_function_missing(error)
-                return await self._retrying(query, lambda: parent(query, **arguments))
+            # procrastinate's worker always says which worker fetches; without it, one job.
+            worker_id: int | None = arguments.get("worker_id")
+            row = None if worker_id is None else self.claimed_jobs.take_claimed(worker_id)
+            if row is None:
+                row = await self._fetch(query, arguments, worker_id)
             if row.get("id") is not None:
+                if worker_id is not None:
+                    self.claimed_jobs.handed_out(worker_id, row["id"])
                 queues = limits.wake_up_queues(
                     str(row.get("task_name", "")), str(row.get("queue_name", ""))
                 )
@@ -378,17 +402,67 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                 # clears the flag this wake-up sets again.
                 self._wake_up_soon()
 
-    def _warn_fetch_function_missing(self, error: BaseException) -> None:
+    async def _fetch(
+        self, query: LiteralString, arguments: dict[str, Any], worker_id: int | None
+    ) -> dict[str, Any]:
+        """The next job for the worker (a row of nulls: none): a claim of one job per free
+        slot, the first returned and the others kept (jobs/prefetch.py); one job when the
+        worker has one free slot, or the database lacks the multi-job fetch; procrastinate's
+        own fetch without the app's."""
+        parent = super().execute_query_one_async
+        if not jobs_settings.JOBS_FETCH_WITH_LIMITS:
+            return await self._retrying(query, lambda: parent(query, **arguments))
+        limits_json = limits.limits_json()
+        slots = 1
+        if worker_id is not None and jobs_settings.JOBS_FETCH_MANY:
+            slots = self.claimed_jobs.slots_to_claim(worker_id)
+        if worker_id is not None and slots > 1:
+            try:
+                rows = await self._run_claims_statement(
+                    FETCH_JOBS, {**arguments, "limits": limits_json, "n": slots}
+                )
+            except exceptions.ConnectorException as error:
+                if getattr(_cause(error), "sqlstate", None) not in SCHEMA_MISSING_SQLSTATES:
+                    raise
+                self._warn_fetch_function_missing(
+                    error, "fetches one job at a time (it cannot claim several in one statement)"
+                )
+            else:
+                if not rows:
+                    return dict.fromkeys(FETCH_COLUMNS)
+                await self.claimed_jobs.keep(worker_id, rows[1:])
+                return rows[0]
+        try:
+            row: dict[str, Any] = await self._retrying(
+                query, lambda: parent(FETCH_JOB_WITH_LIMITS, **arguments, limits=limits_json)
+            )
+        except exceptions.ConnectorException as error:
+            if getattr(_cause(error), "sqlstate", None) not in SCHEMA_MISSING_SQLSTATES:
+                raise
+            self._warn_fetch_function_missing(
+                error,
+                "fetches with procrastinate's function, which knows no limit and no paused queue",
+            )
+            return await self._retrying(query, lambda: parent(query, **arguments))
+        return row
+
+    def _warn_fetch_function_missing(self, error: BaseException, consequence: str) -> None:
         now = time.monotonic()
-        if now < self._fetch_warned_at + FETCH_WARNING_INTERVAL:
+        last = self._fetch_warned_at.get(consequence)
+        if last is not None and now < last + FETCH_WARNING_INTERVAL:
             return
-        self._fetch_warned_at = now
+        self._fetch_warned_at[consequence] = now
         logger.warning(
             "The app's fetch function is missing (%s): run `manage.py migrate`. Until then "
-            "this worker fetches with procrastinate's function, which knows no limit and no "
-            "paused queue.",
+            "this worker %s.",
             str(_cause(error)).strip(),
+            consequence,
         )
+
+    async def close_async(self) -> None:
+        # Jobs claimed and not started go back before the pool closes (jobs/prefetch.py).
+        await self.claimed_jobs.close()
+        await super().close_async()
 
     async def execute_query_all_async(
         self, query: LiteralString, **arguments: Any

@@ -46,6 +46,7 @@ from procrastinate.tasks import Task
 from procrastinate.testing import InMemoryConnector
 
 from jobs.conf import jobs_settings, seconds_problem
+from jobs.prefetch import ClaimedJobs
 from jobs.processes import REPLACE_EXIT_CODE
 
 if TYPE_CHECKING:
@@ -359,6 +360,11 @@ async def _replace_process(state: _WorkerState, worker: procrastinate_worker.Wor
         # Their ends are recorded (failed, to retry) when their asyncio tasks are done.
         if stuck:
             await asyncio.wait([attempt.task for attempt in stuck])
+        # The jobs the worker claimed and did not start go back to the queue: it exits
+        # without unregistering (jobs/prefetch.py).
+        claimed_jobs = getattr(worker.app.connector, "claimed_jobs", None)
+        if isinstance(claimed_jobs, ClaimedJobs) and worker.worker_id is not None:
+            await claimed_jobs.give_back(worker.worker_id)
     finally:
         # At once: from now on another process may take their retries. procrastinate does
         # not unregister the worker: its row ages out as a killed worker's does, which

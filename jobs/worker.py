@@ -4,9 +4,10 @@ Installing the app is enough: `JobsConfig.ready` gives procrastinate's Django ap
 recorder of `jobs.results` and the time limits of `jobs.time_limits` as worker middleware of
 every worker it starts (`manage.py procrastinate worker` included), and the connector of
 `jobs.connector`, which rides out a database restart and fetches with paused queues and
-limits (jobs/limits.py). Whatever the order of `jobs` and `procrastinate.contrib.django` in
-INSTALLED_APPS: procrastinate creates its app in its own `ready()`, so when that comes after
-ours the extras follow right after it.
+limits (jobs/limits.py), a job per free slot of the worker in one statement
+(jobs/prefetch.py, whose middleware tells it the worker's concurrency). Whatever the order
+of `jobs` and `procrastinate.contrib.django` in INSTALLED_APPS: procrastinate creates its
+app in its own `ready()`, so when that comes after ours the extras follow right after it.
 
 `JOBS_INSTALL_WORKER_EXTRAS = False` leaves both out; a site that wants them under its own
 `PROCRASTINATE_ON_APP_READY` hook can call `install_worker_extras(app)` there. Installing twice
@@ -33,6 +34,7 @@ from jobs.task_registry import install_task_registry
 def install_worker_extras(app: procrastinate.App) -> None:
     """Give `app` the result recorder, time limits and the reconnecting connector, once."""
     from jobs.connector import ReconnectingDjangoConnector
+    from jobs.prefetch import register_worker_slots
     from jobs.results import record_result
     from jobs.time_limits import enforce_time_limits, run_in_limited_thread
 
@@ -54,6 +56,9 @@ def install_worker_extras(app: procrastinate.App) -> None:
         # Inside the recorder, which then records the TimeLimitExceeded it raises; around
         # the site's own middleware, whose time counts.
         middleware.insert(middleware.index(record_result) + 1, enforce_time_limits)
+    if register_worker_slots not in middleware:
+        # Tells the connector the worker's concurrency: its claims fill the free slots.
+        middleware.append(register_worker_slots)
     defaults["worker_middleware"] = middleware
     task_middleware = list(defaults.get("task_middleware", []))
     if run_in_limited_thread not in task_middleware:

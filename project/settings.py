@@ -395,6 +395,9 @@ JOBS_QUEUE_LIMITS = env_json("JOBS_QUEUE_LIMITS", JobsSettings.JOBS_QUEUE_LIMITS
 JOBS_FETCH_WITH_LIMITS = env_bool(
     "JOBS_FETCH_WITH_LIMITS", JobsSettings.JOBS_FETCH_WITH_LIMITS.default
 )
+# Off: workers fetch one job per round trip instead of one per free slot (for comparing
+# the two).
+JOBS_FETCH_MANY = env_bool("JOBS_FETCH_MANY", JobsSettings.JOBS_FETCH_MANY.default)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -110,6 +110,7 @@ def test_jobs_settings__site_without_them_gets_the_defaults(
         "JOBS_TIME_LIMIT_GRACE_SECONDS": 10,
         "JOBS_QUEUE_LIMITS": {},
         "JOBS_FETCH_WITH_LIMITS": True,
+        "JOBS_FETCH_MANY": True,
     }
     call_command("check", "--fail-level", "WARNING")  # every default command exists
 

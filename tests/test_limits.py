@@ -41,7 +41,7 @@ from jobs.testing import WorkerProcess, wait_until
 from tests import limit_tasks
 from tests.limit_tasks import LIMIT_TASKS, QUEUE, RUNS_TABLE
 
-FETCH_FUNCTION = "jobs_fetch_job_v1(character varying[], bigint, jsonb)"
+FETCH_FUNCTION = "jobs_fetch_job_v1(character varying[], bigint, jsonb, boolean)"
 
 # --- Calling the fetch function as a worker does --------------------------------------------
 
