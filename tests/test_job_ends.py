@@ -23,6 +23,7 @@ from django.db import connections
 from django.utils import timezone
 from procrastinate import exceptions, jobs
 from procrastinate.contrib.django import app
+from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
 
 from jobs.connector import ReconnectingPsycopgConnector
@@ -81,8 +82,11 @@ class Worker:
 def as_worker[T](scenario: Callable[[Worker], Awaitable[T]]) -> T:
     """Run `scenario` with a worker's connector (the one `procrastinate worker` gets)."""
 
+    assert isinstance(app.connector, DjangoConnector)
+    workers_connector = app.connector.get_worker_connector()
+
     async def run() -> T:
-        with app.replace_connector(app.connector.get_worker_connector()):
+        with app.replace_connector(workers_connector):
             async with app.open_async():
                 connector = app.connector
                 assert isinstance(connector, ReconnectingPsycopgConnector)
