@@ -65,8 +65,6 @@ rather than stopping the worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -117,8 +115,6 @@ FETCH_JOB_WITH_LIMITS: LiteralString = (
     "queue_name, attempts, worker_id "
     "FROM jobs_fetch_job_v1(%(queues)s::varchar[], %(worker_id)s, %(limits)s::jsonb)"
 )
-# Job ends are sent together in pipeline mode, which needs libpq 14 or later.
-PIPELINE_SUPPORTED = psycopg.AsyncPipeline.is_supported()
 # The app's fetch function, its type or the paused queues' table does not exist: the code
 # runs against a database that lacks migration jobs.0012 (migrated back, or not yet).
 SCHEMA_MISSING_SQLSTATES = {"42883", "42704", "42P01"}  # function, type, table
@@ -195,21 +191,6 @@ def _worker_pool(**arguments: Any) -> psycopg_pool.AsyncConnectionPool:
     return psycopg_pool.AsyncConnectionPool(**arguments)
 
 
-@dataclasses.dataclass(eq=False)
-class _JobEnd:
-    """A job's end on its way to the database: procrastinate's statement and arguments, and
-    what is sent for them (with the result written along, or telling a deleted job's end)."""
-
-    query: LiteralString
-    arguments: dict[str, Any]
-    statement: LiteralString
-    parameters: dict[str, Any]
-    # `statement` carries a result that is left out if it fails: the end is recorded alone.
-    droppable: bool = False
-    # Set when it waits behind another end: settled once it is recorded.
-    done: asyncio.Future[None] | None = None
-
-
 class ReconnectingPsycopgConnector(PsycopgConnector):
     """procrastinate's psycopg connector whose statements and LISTEN survive a restart.
 
@@ -250,11 +231,6 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         # Job id -> a statement (a WITH query) and its parameters, to run with the job's end,
         # and the job's return value (JSON text), to hand on if the job is deleted instead.
         self._with_job_end: dict[int, tuple[LiteralString, dict[str, Any], str | None]] = {}
-        # Job ends waiting behind the one in flight (`_end_job`), on this event loop.
-        self._ends_loop: asyncio.AbstractEventLoop | None = None
-        self._ending = False
-        self._waiting_ends: list[_JobEnd] = []
-        self._ends_sender: asyncio.Task[None] | None = None
         # Job id -> the queues whose workers its end wakes (it counts towards a concurrency
         # limit, whose held jobs may start once it is over).
         self._limited_jobs: dict[int, tuple[str, ...]] = {}
@@ -323,129 +299,24 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             self._wake_up_soon()
 
     async def _execute(self, query: LiteralString, arguments: dict[str, Any]) -> None:
-        if query in JOB_END_QUERIES:
-            await self._end_job(self._job_end(query, arguments))
-            return
         parent = super().execute_query_async
-        await self._retrying(query, lambda: parent(query, **arguments))
-
-    def _job_end(self, query: LiteralString, arguments: dict[str, Any]) -> _JobEnd:
-        """What is sent for procrastinate's statement `query` that records a job's end."""
-        extra = self._with_job_end.pop(arguments["job_id"], None)
+        extra = None
+        if query in JOB_END_QUERIES:
+            extra = self._with_job_end.pop(arguments["job_id"], None)
         if query == sql.queries["finish_job"] and arguments.get("delete_job"):
             hints = {
                 "ended_as": str(arguments["status"]),
                 "return_value": (extra[2] if extra is not None else None) or "",
             }
-            return _JobEnd(query, arguments, FINISH_AND_DELETE_JOB, {**arguments, **hints})
+            await self._retrying(query, lambda: parent(FINISH_AND_DELETE_JOB, **arguments, **hints))
+            return
         if extra is not None:
             statement, extra_arguments, _ = extra
             combined: LiteralString = "WITH " + statement + "\n" + query
-            return _JobEnd(
-                query, arguments, combined, {**arguments, **extra_arguments}, droppable=True
-            )
-        return _JobEnd(query, arguments, query, arguments)
-
-    async def _end_job(self, end: _JobEnd) -> None:
-        """Record a job's end; returns once it is committed (or raises why it was not).
-
-        The first end goes at once, alone. Ends that arrive while one is in flight wait
-        behind it and then go together, in one round trip (`_end_together`): no timer, a
-        worker with one slot sends each end as before.
-        """
-        loop = asyncio.get_running_loop()
-        if self._ends_loop is not loop:  # used from another event loop (a test's): afresh
-            self._ends_loop, self._ending, self._waiting_ends = loop, False, []
-        if not PIPELINE_SUPPORTED:
-            await self._end_alone(end)
-            return
-        if self._ending:
-            end.done = loop.create_future()
-            self._waiting_ends.append(end)
-            await end.done
-            return
-        self._ending = True
-        try:
-            await self._end_alone(end)
-        finally:
-            if self._waiting_ends:
-                self._ends_sender = asyncio.create_task(self._send_waiting_ends())
-            else:
-                self._ending = False
-
-    async def _send_waiting_ends(self) -> None:
-        try:
-            while self._waiting_ends:
-                ends, self._waiting_ends = self._waiting_ends, []
-                await self._end_together(ends)
-        finally:
-            self._ending = False
-            for end in self._waiting_ends:  # cancelled meanwhile (the loop is closing)
-                assert end.done is not None
-                end.done.cancel()
-            self._waiting_ends = []
-
-    async def _end_together(self, ends: list[_JobEnd]) -> None:
-        """Record `ends` and settle each one's future: in one round trip if there are
-        several, each end its own transaction; an end not known to be committed then (its
-        statement failed, or one before it did, or the connection was lost) is sent again
-        alone, with the retries and the fallbacks of `_end_alone`."""
-        try:
-            committed = await self._pipelined(ends) if len(ends) > 1 else [False]
-            for end, done in zip(ends, committed, strict=True):
-                assert end.done is not None
-                if not done:
-                    try:
-                        await self._end_alone(end)
-                    except Exception as error:
-                        if not end.done.done():  # not cancelled by its waiter
-                            end.done.set_exception(error)
-                        continue
-                if not end.done.done():
-                    end.done.set_result(None)
-        finally:
-            for end in ends:  # this task was cancelled (the loop is closing)
-                if end.done is not None and not end.done.done():
-                    end.done.cancel()
-
-    async def _pipelined(self, ends: list[_JobEnd]) -> list[bool]:
-        """Send `ends` on one connection in pipeline mode; which ones were committed.
-
-        Each is its own transaction, BEGIN ... COMMIT: in a pipeline the server keeps every
-        statement up to the next synchronisation point in one transaction, even in
-        autocommit. A statement that fails ends its own transaction (the Sync at the end of
-        the pipeline rolls it back) and the server skips what follows it until that Sync:
-        the ends before it stay committed, those after it are not run (and go alone).
-        """
-        commits: list[psycopg.AsyncCursor[Any]] = []
-        try:
-            async with self.pool.connection() as connection:
-                try:
-                    async with contextlib.AsyncExitStack() as cursors, connection.pipeline():
-                        try:
-                            for end in ends:
-                                await connection.execute("BEGIN")
-                                cursor = await cursors.enter_async_context(
-                                    self._get_cursor(connection)
-                                )
-                                await cursor.execute(end.statement, self._wrap_json(end.parameters))
-                                commits.append(await connection.execute("COMMIT"))
-                        except psycopg.Error:
-                            pass  # an earlier end failed: the server skips the rest anyway
-                finally:
-                    # An end refused before it was sent (its arguments) left its BEGIN open.
-                    if connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                        await connection.rollback()
-        except (psycopg.Error, psycopg_pool.PoolTimeout):
-            pass  # whatever is not known to be committed is sent again
-        committed = [commit.statusmessage == "COMMIT" for commit in commits]
-        return committed + [False] * (len(ends) - len(committed))
-
-    async def _end_alone(self, end: _JobEnd) -> None:
-        parent = super().execute_query_async
-        if end.droppable:
             try:
-                await self._retrying(end.query, lambda: parent(end.statement, **end.parameters))
+                await self._retrying(
+                    query, lambda: parent(combined, **arguments, **extra_arguments)
+                )
                 return
             except Exception as error:
                 # A lost connection is the caller's to handle; an error raised by
@@ -454,11 +325,9 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
                     raise
                 logger.exception(
                     "Could not write with the end of job %s; recording its end alone",
-                    end.arguments["job_id"],
+                    arguments["job_id"],
                 )
-            await self._retrying(end.query, lambda: parent(end.query, **end.arguments))
-            return
-        await self._retrying(end.query, lambda: parent(end.statement, **end.parameters))
+        await self._retrying(query, lambda: parent(query, **arguments))
 
     async def _wake_up_workers(self, queues: tuple[str, ...]) -> None:
         """Notify the workers of `queues` as procrastinate's insert trigger does. A failure

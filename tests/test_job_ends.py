@@ -142,24 +142,6 @@ def test_job_ends__ends_arriving_together_are_each_recorded_with_their_result() 
         assert events.count(end) == 1
 
 
-def test_job_ends__ends_arriving_together_share_a_round_trip() -> None:
-    """The first end goes at once; the ones that arrive while it is in flight go together,
-    on one connection, once it is back."""
-    for n in range(4):
-        quick.defer(n=n)
-
-    async def scenario(worker: Worker) -> int:
-        taken = await worker.take(4)
-        before = worker.connector.pool.get_stats().get("requests_num", 0)
-        await asyncio.gather(*(worker.succeed(job, job.id) for job in taken))
-        return int(worker.connector.pool.get_stats().get("requests_num", 0) - before)
-
-    connections_used = as_worker(scenario)
-
-    assert connections_used == 2
-    assert JobResult.objects.filter(status="succeeded").count() == 4
-
-
 def test_job_ends__an_end_that_fails_leaves_the_others_recorded(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
