@@ -1,10 +1,11 @@
-"""Job ends as a worker's connector records them (jobs/connector.py), on the real database.
+"""Job ends as a worker records them (jobs/connector.py, jobs/results.py), on the real database.
 
 Ends that arrive together (a worker's jobs finishing at once) are each committed with their
 result and events, one that fails leaves the others recorded, and none is lost when
-PostgreSQL is away meanwhile. The worker's side is played by this process: procrastinate's
-job manager on the connector its workers get, the result written along with each end as
-`jobs.results.record_result` writes it.
+PostgreSQL is away meanwhile. First with real worker processes, whose jobs end within a few
+milliseconds of each other; then with the worker's side played by this process, where the
+ends arrive at exactly the same moment: procrastinate's job manager on the connector its
+workers get, the result written along with each end as `jobs.results.record_result` does.
 """
 
 from __future__ import annotations
@@ -29,11 +30,67 @@ from procrastinate.contrib.django.models import ProcrastinateEvent, Procrastinat
 from jobs.connector import ReconnectingPsycopgConnector
 from jobs.models import JobResult
 from jobs.results import JOB_END_CTE, json_text, upsert_parameters
-from jobs.testing import wait_until
+from jobs.testing import WorkerProcess, wait_until
 from project import embedded_postgres
-from tests.slow_tasks import quick
+from tests.conftest import TEST_TASKS
+from tests.slow_tasks import quick, wait_quietly
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def test_job_ends__a_workers_jobs_ending_together_are_each_recorded(
+    start_worker: StartWorker, tmp_path: Path
+) -> None:
+    flag = tmp_path / "end"
+    start_worker("--concurrency", "6", "--queues", "tests", **TEST_TASKS)
+    succeeding = [int(wait_quietly.defer(path=str(flag))) for _ in range(3)]
+    failing = [
+        int(wait_quietly.defer(path=str(tmp_path / "never"), give_up=str(flag))) for _ in range(3)
+    ]
+    job_ids = succeeding + failing
+    wait_until(lambda: statuses(job_ids) == {job_id: "doing" for job_id in job_ids})
+
+    flag.touch()  # every job ends now
+
+    wait_until(lambda: "doing" not in statuses(job_ids).values())
+    assert statuses(job_ids) == {
+        **dict.fromkeys(succeeding, "succeeded"),
+        **dict.fromkeys(failing, "failed"),
+    }
+    results = {result.job_id: result for result in JobResult.objects.filter(job_id__in=job_ids)}
+    assert [results[job_id].return_value for job_id in succeeding] == [{"found": str(flag)}] * 3
+    assert {results[job_id].exception_type for job_id in failing} == {"builtins.TimeoutError"}
+    for job_id in job_ids:
+        events = event_types(job_id)
+        assert events.count("started") == 1
+        assert events[-1] == statuses([job_id])[job_id]
+
+
+def test_job_ends__a_job_ended_under_its_worker_leaves_the_others_recorded(
+    start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Stalled-job recovery that took a late worker for dead ends its job: the worker's own
+    end of it then fails, and its other jobs' ends, arriving with it, are recorded."""
+    flag = tmp_path / "end"
+    worker = start_worker("--concurrency", "4", "--queues", "tests", **TEST_TASKS)
+    job_ids = [int(wait_quietly.defer(path=str(flag))) for _ in range(4)]
+    wait_until(lambda: statuses(job_ids) == {job_id: "doing" for job_id in job_ids})
+    async_to_sync(app.job_manager.finish_job_by_id_async)(
+        job_ids[1], status=jobs.Status.FAILED, delete_job=False
+    )
+
+    flag.touch()
+
+    others = [job_id for job_id in job_ids if job_id != job_ids[1]]
+    wait_until(lambda: set(statuses(others).values()) == {"succeeded"})
+    assert statuses([job_ids[1]]) == {job_ids[1]: "failed"}  # as recovery left it
+    assert set(JobResult.objects.values_list("job_id", flat=True)) == set(others)
+    later = int(quick.defer(n=1))
+    wait_until(lambda: statuses([later]) == {later: "succeeded"})  # the worker carries on
+    assert worker.process.poll() is None
 
 
 @dataclasses.dataclass
@@ -97,6 +154,10 @@ def as_worker[T](scenario: Callable[[Worker], Awaitable[T]]) -> T:
                     await app.job_manager.unregister_worker(worker_id)
 
     return async_to_sync(run)()
+
+
+def statuses(job_ids: list[int]) -> dict[int, str]:
+    return dict(ProcrastinateJob.objects.filter(id__in=job_ids).values_list("id", "status"))
 
 
 def event_types(job_id: int) -> list[str]:
