@@ -14,8 +14,10 @@ app in its own `ready()`, so when that comes after ours the extras follow right 
 changes nothing, so a site that still sets `PROCRASTINATE_ON_APP_READY =
 "jobs.worker.on_app_ready"` (the way before) keeps one recorder and one connector.
 
-Django connections around each task need nothing here: procrastinate's Django app already
-closes broken or expired ones before and after every task, as Django does around a request.
+Django connections around each task: procrastinate's Django app closes broken or expired ones
+before and after every task, as Django does around a request. For async tasks its cleanup
+hops to Django's thread-sensitive thread twice per job; `jobs.task_connections` takes its
+place and hops only when that thread holds a connection.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import procrastinate
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from procrastinate.app import WorkerOptions
-from procrastinate.contrib.django import procrastinate_app
+from procrastinate.contrib.django import db_cleanup, procrastinate_app
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
 from jobs.conf import jobs_settings
@@ -36,6 +38,7 @@ def install_worker_extras(app: procrastinate.App) -> None:
     from jobs.connector import ReconnectingDjangoConnector
     from jobs.prefetch import register_worker_slots
     from jobs.results import record_result
+    from jobs.task_connections import close_db_connections_async
     from jobs.time_limits import enforce_time_limits, run_in_limited_thread
 
     # Workers that survive a database restart (see jobs.connector). Only procrastinate's
@@ -60,7 +63,11 @@ def install_worker_extras(app: procrastinate.App) -> None:
         # Tells the connector the worker's concurrency: its claims fill the free slots.
         middleware.append(register_worker_slots)
     defaults["worker_middleware"] = middleware
-    task_middleware = list(defaults.get("task_middleware", []))
+    task_middleware = [
+        # The same cleanup, without its thread hops when there is nothing to clean.
+        close_db_connections_async if each is db_cleanup.close_db_connections_async else each
+        for each in defaults.get("task_middleware", [])
+    ]
     if run_in_limited_thread not in task_middleware:
         # Runs in a sync task's thread: where a time limit's soft stop is raised.
         task_middleware.insert(0, run_in_limited_thread)
