@@ -110,20 +110,18 @@ def check_ran_once(numbers: Iterable[int], count: int) -> None:
         )
 
 
-def drain_celery(
-    broker_url: str, count: int, *, concurrency: int, timeout: float = 900
-) -> dict[str, Any]:
-    """Queue `count` no-op tasks into the Redis at `broker_url`, then let a Celery worker
-    empty the queue; tasks/s from the first task's start to the last one's end (as this
-    project's drains are timed, so that process start-up is not counted). RuntimeError if a
-    task did not run exactly once, or if Celery left a task in Redis."""
+def _left_in_redis(broker_url: str) -> int:
+    """Tasks waiting in the queue or taken and not acknowledged."""
     import redis
 
+    with redis.Redis.from_url(broker_url) as client:
+        return int(client.llen(QUEUE)) + int(client.hlen(UNACKED))
+
+
+def _queue(broker_url: str, count: int) -> None:
+    """`count` no-op tasks (n = 0 .. count-1) into Redis, before any worker runs."""
     from bench import celery_app
 
-    client = redis.Redis.from_url(broker_url)
-    if client.llen(QUEUE) or client.hlen(UNACKED):
-        raise RuntimeError("Celery: tasks of an earlier drain are still in Redis")
     app = celery_app.make_app(broker_url)
     noop = app.tasks[celery_app.NOOP]
     try:
@@ -132,12 +130,15 @@ def drain_celery(
                 noop.apply_async(kwargs={"n": n}, producer=producer, ignore_result=True)
     finally:
         app.close()
-    if (queued := client.llen(QUEUE)) != count:
-        raise RuntimeError(f"Celery: {queued} of {count} tasks reached Redis")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        tempfile.TemporaryFile() as log,
-    ):
+
+
+def _run_worker(
+    broker_url: str, count: int, *, concurrency: int, timeout: float
+) -> list[tuple[int, float, float]]:
+    """A Celery worker running until `count` tasks have run; their records."""
+    from bench import celery_app
+
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryFile() as log:
         records = Path(folder)
         env = worker_environment(
             **{celery_app.BROKER_ENV: broker_url, celery_app.RECORDS_ENV: folder}
@@ -155,13 +156,27 @@ def drain_celery(
                     )
                 time.sleep(0.2)
         finally:
-            # Warm shutdown: the worker finishes what it runs; an empty queue by now.
+            # Warm shutdown: the worker finishes the tasks it runs (none are left by now).
             stop([worker], timeout=60)
-        runs = _records(records)
+        return _records(records)
+
+
+def drain_celery(
+    broker_url: str, count: int, *, concurrency: int, timeout: float = 900
+) -> dict[str, Any]:
+    """Queue `count` no-op tasks into the Redis at `broker_url`, then let a Celery worker
+    empty the queue; tasks/s from the first task's start to the last one's end (as this
+    project's drains are timed, so that process start-up is not counted). RuntimeError if a
+    task did not run exactly once, or if Celery left a task in Redis."""
+    if _left_in_redis(broker_url):
+        raise RuntimeError("Celery: tasks of an earlier drain are still in Redis")
+    _queue(broker_url, count)
+    if (queued := _left_in_redis(broker_url)) != count:
+        raise RuntimeError(f"Celery: {queued} of {count} tasks reached Redis")
+    runs = _run_worker(broker_url, count, concurrency=concurrency, timeout=timeout)
     check_ran_once((n for n, _, _ in runs), count)
-    if (left := client.llen(QUEUE) + client.hlen(UNACKED)) != 0:
+    if left := _left_in_redis(broker_url):
         raise RuntimeError(f"Celery: {left} tasks were left in Redis after the drain")
-    client.close()
     first_start = min(started for _, started, _ in runs)
     last_end = max(ended for _, _, ended in runs)
     return rate(count, last_end - first_start)
@@ -230,9 +245,9 @@ def report_lines(figures: dict[str, Any]) -> list[str]:
     if "skipped" in figures:
         return [f"Celery + Redis: skipped, {figures['skipped']}"]
     lines = [
-        f"Celery {figures['celery_version']} + Redis {figures['redis_version']}: celery worker "
-        f"--pool {figures['pool']} --concurrency {figures['concurrency']}, no-op tasks; "
-        "Celery has no async tasks, so its sync task is measured in both kinds' rounds"
+        f"celery = Celery {figures['celery_version']} + Redis {figures['redis_version']}, "
+        f"celery worker --pool {figures['pool']} --concurrency {figures['concurrency']}; "
+        "Celery has no async tasks: its sync no-op runs in both kinds' rounds"
     ]
     for kind, ratio in figures["recommended_over_celery"].items():
         note = " (Celery's sync no-op)" if kind != "noop_sync" else ""

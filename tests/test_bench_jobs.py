@@ -274,5 +274,5 @@ def test_celery_beside__measures_the_noop_kinds_and_reports_the_ratio(redis_url:
     assert figures["recommended_over_celery"] == {"noop_sync": 2.0}
     assert (figures["pool"], figures["concurrency"]) == ("prefork", 1)
     lines = report_lines(figures)
-    assert lines[0].startswith(f"Celery {figures['celery_version']} + Redis ")
+    assert lines[0].startswith(f"celery = Celery {figures['celery_version']} + Redis ")
     assert lines[1:] == ["noop_sync: recommended / celery = 2.00"]
