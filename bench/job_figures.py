@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 from bench import worker_tasks
+from bench.celery_drain import celery_beside
 from bench.defer_cost import defer_rates, enqueue_rates, view_overhead
 from bench.scaling import scaling_figures
 from bench.timing import alternating_rounds, with_ratio
@@ -26,18 +27,24 @@ def run_all(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, An
     figures["drain"] = {}
     setups = (("stock", stock_worker()), ("recommended", recommended))
     rounds, jobs = options["repeat"], options["jobs"]
-    for kind in options["kinds"]:
+    # Celery + Redis in the same rounds as this project's setups (bench.celery_drain).
+    with celery_beside(options["kinds"], options["celery_concurrency"]) as celery:
+        for kind in options["kinds"]:
 
-        def announce(label: str, number: int, kind: str = kind) -> None:
-            log(f"Drain {jobs:,} {kind} jobs with the {label} setup ({number}/{rounds})...")
+            def announce(label: str, number: int, kind: str = kind) -> None:
+                log(f"Drain {jobs:,} {kind} jobs with the {label} setup ({number}/{rounds})...")
 
-        drains = alternating_rounds(
-            rounds,
-            [(label, partial(drain, command, kind, jobs)) for label, command in setups],
-            announce,
-        )
-        for label, row in drains.items():
-            figures["drain"][f"{kind}/{label}"] = row
+            drains = alternating_rounds(
+                rounds,
+                [
+                    *((label, partial(drain, command, kind, jobs)) for label, command in setups),
+                    *celery.measures(kind, jobs),
+                ],
+                announce,
+            )
+            for label, row in drains.items():
+                figures["drain"][f"{kind}/{label}"] = row
+    figures["celery"] = celery.figures(figures["drain"])
     log("Django's task API beside procrastinate's...")
     figures["django_tasks"] = django_task_figures(options, recommended, log)
     log("Batches beside plain jobs...")

@@ -37,9 +37,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_accepting(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_accepting(
+    port: int, process: subprocess.Popen[bytes], timeout: float = 30, *, what: str = "web server"
+) -> None:
     """Wait until `process` accepts connections on `port` (uvicorn loads the application
-    before it listens, so it is then ready to answer)."""
+    before it listens, so it is then ready to answer; so does redis-server its data).
+    RuntimeError naming `what` if it exits or does not within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -47,7 +50,7 @@ def wait_accepting(port: int, process: subprocess.Popen[bytes], timeout: float =
             return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the web server did not start") from None
+                raise RuntimeError(f"the {what} did not start") from None
             time.sleep(0.1)
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import re
 from io import StringIO
 from typing import Any
 
@@ -124,104 +123,6 @@ def test_bench_api__refuses_bad_arguments() -> None:
         call_command("bench_api", "--jobs", "10", stdout=StringIO())
     with pytest.raises(CommandError, match="between 0 and 3600"):
         call_command("bench_api", "--seconds", "-1", stdout=StringIO())
-
-
-# Every phase of the benchmark, batches and limits included, with real workers: longer than
-# the suite's 300 s per test on a loaded 2-core machine.
-@pytest.mark.timeout(900)
-@pytest.mark.django_db(transaction=True)
-def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any) -> None:
-    out = StringIO()
-
-    call_command(
-        "bench_jobs", "--jobs", "100", "--kinds", "noop_async,orm_sync", "--processes", "1",
-        "--repeat", "2",
-        "--defer-count", "10", "--latency-count", "10", "--polling-latency-count", "5",
-        "--poll-interval", "0.2", "--requests", "20", "--batch-jobs", "100",
-        "--big-batch", "300", "--idle-seconds", "1", "--held-jobs", "20",
-        "--load-latency-count", "10", "--load-latency-rate", "50", "--grid", "1x1,1x2",
-        "--output", str(tmp_path), stdout=out,
-    )  # fmt: skip
-
-    text = out.getvalue()
-    assert "Defer rate (jobs/s):" in text
-    assert "noop_async/stock" in text
-    assert "orm_sync/recommended" in text
-    assert "Pickup latency, LISTEN/NOTIFY" in text
-    assert "adds" in text
-    figures = json.loads((tmp_path / "figures.json").read_text())
-    assert figures["drain"]["orm_sync/recommended"]["jobs"] == 100
-    assert len(figures["drain"]["noop_async/stock"]["runs_per_second"]) == 2
-    assert "noop_async: recommended / stock = " in text
-    assert figures["pickup_listen_notify"]["count"] == 10
-    # What limits throughput (bench/scaling.py): latency under load, the ceiling, the grid.
-    assert figures["pickup_under_load"]["count"] == 10
-    assert "Pickup latency under load" in text
-    assert (figures["ceiling"]["jobs"], figures["ceiling"]["connections"]) == (100, 4)
-    assert "The machine's ceiling: no worker" in text
-    assert list(figures["grid"]["cells"]) == ["1x1", "1x2"]
-    assert re.search(r"  1x2 +[\d,.]+   \(100 jobs in", text)
-    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
-    # Django's task API beside procrastinate's, in the same run and the same rounds.
-    assert "Django's task API beside procrastinate's" in text
-    for row in (
-        "enqueue() vs defer(), one per transaction",
-        "aenqueue() vs defer_async(), one per transaction",
-        "drain, no-op sync tasks",
-        "drain, no-op async tasks",
-    ):
-        assert re.search(rf"{re.escape(row)} +[\d,.]+ vs +[\d,.]+ +ratio \d+\.\d\d", text), row
-    django = figures["django_tasks"]
-    assert django["enqueue"]["sync"]["enqueue"]["jobs"] == 10
-    assert len(django["enqueue"]["async"]["aenqueue"]["runs_per_second"]) == 2
-    assert django["drain"]["async"]["django"]["jobs"] == 100
-    assert django["drain"]["sync"]["ratio"] == round(
-        django["drain"]["sync"]["django"]["per_second"]
-        / django["drain"]["sync"]["procrastinate"]["per_second"],
-        3,
-    )
-    # Batches beside plain jobs, each batch's callback run once (drain checks it).
-    batches = figures["batches"]
-    for flavour in ("sync", "async"):
-        assert batches[flavour]["batched"]["jobs"] == 100
-        assert batches[flavour]["batched"]["callbacks"] == 1
-        assert len(batches[flavour]["plain"]["runs_per_second"]) == 2
-        assert re.search(
-            rf"100 no-op {flavour} jobs, one batch vs plain +[\d,.]+ vs +[\d,.]+ +ratio", text
-        )
-    assert batches["big_batch"]["jobs"] == 300
-    assert "one batch of 300 no-op sync jobs" in text
-    assert "callback run 1 time(s)" in text
-    # Limits: the app's fetch beside procrastinate's in the same rounds, a limited drain, the
-    # CPU of workers with only held-back jobs.
-    limits = figures["limits"]
-    assert len(limits["unlimited"]["app_fetch"]["runs_per_second"]) == 2
-    assert limits["unlimited"]["ratio"] == round(
-        limits["unlimited"]["app_fetch"]["per_second"]
-        / limits["unlimited"]["procrastinate_fetch"]["per_second"],
-        3,
-    )
-    assert re.search(
-        r"unlimited no-op async jobs, the app's fetch vs procrastinate's +[\d,.]+ vs +[\d,.]+ "
-        r"+ratio \d+\.\d\d",
-        text,
-    )
-    assert (limits["limited"]["jobs"], limits["limited"]["keys"]) == (100, 4)
-    assert "no-op async jobs, 2 at once per key over 4 keys" in text
-    assert limits["held_cpu"]["held_jobs"] == 20
-    assert limits["held_cpu"]["held_cpu_seconds_per_minute"] >= 0
-    assert "with only 20 held-back jobs" in text
-
-
-def test_bench_jobs__refuses_bad_arguments() -> None:
-    with pytest.raises(CommandError, match="choose among"):
-        call_command("bench_jobs", "--kinds", "nope", stdout=StringIO())
-    with pytest.raises(CommandError, match="--repeat"):
-        call_command("bench_jobs", "--repeat", "0", stdout=StringIO())
-    with pytest.raises(CommandError, match=r"between 0\.05 and 60"):
-        call_command("bench_jobs", "--poll-interval", "0", stdout=StringIO())
-    with pytest.raises(CommandError, match="scratch database"):
-        call_command("bench_jobs", "--measure-into", "/tmp/x.json", stdout=StringIO())
 
 
 # --- jobs.run_management_command (jobs/background_commands.py) -----------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from bench import scaling, worker_tasks
+from bench import celery_drain, scaling, worker_tasks
 from bench.chart import write_chart
 from bench.job_figures import run_all
 from bench.scratch import measure_in_scratch_database, require_scratch_database
@@ -28,7 +28,8 @@ def kind_list(value: str) -> list[str]:
 class Command(BaseCommand):
     help = (
         "Benchmark the job system on a scratch database next to yours: defer rate, drain "
-        "throughput (stock worker vs run_workers), Django's task API beside procrastinate's, "
+        "throughput (stock worker vs run_workers, and Celery + Redis when redis-server is on "
+        "the PATH), Django's task API beside procrastinate's, "
         "limits (the app's fetch beside procrastinate's, a limited drain, held-back CPU), "
         "pickup latency with and without LISTEN/NOTIFY and under load, the machine's ceiling "
         "(PostgreSQL's cost per job, no worker), jobs/s against processes x concurrency "
@@ -53,6 +54,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--processes", type=whole_number(1, 64), default=os.cpu_count() or 1)
         parser.add_argument("--concurrency", type=whole_number(1, 500), default=4)
+        parser.add_argument(
+            "--celery-concurrency",
+            type=whole_number(1, 500),
+            default=os.cpu_count() or 1,
+            help="Processes of the Celery worker (prefork) in the drain comparison; cores.",
+        )
         parser.add_argument(
             "--defer-count",
             type=whole_number(10),
@@ -150,6 +157,7 @@ class Command(BaseCommand):
             "--jobs", str(options["jobs"]), "--kinds", ",".join(options["kinds"]),
             "--repeat", str(options["repeat"]),
             "--processes", str(options["processes"]), "--concurrency", str(options["concurrency"]),
+            "--celery-concurrency", str(options["celery_concurrency"]),
             "--defer-count", str(options["defer_count"]),
             "--batch-jobs", str(options["batch_jobs"]), "--big-batch", str(options["big_batch"]),
             "--idle-seconds", str(options["idle_seconds"]),
@@ -210,6 +218,8 @@ class Command(BaseCommand):
             stock = figures["drain"][f"{kind}/stock"]["per_second"]
             ratio = figures["drain"][f"{kind}/recommended"]["per_second"] / stock
             write(f"  {kind}: recommended / stock = {ratio:.2f}")
+        for line in celery_drain.report_lines(figures["celery"]):
+            write(f"  {line}")
         self._report_django_tasks(figures["django_tasks"], recommended)
         self._report_batches(figures["batches"], recommended)
         self._report_limits(figures["limits"], recommended)
