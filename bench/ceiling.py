@@ -2,8 +2,10 @@
 
 No-op jobs are queued; then plain psycopg connections (sync, in autocommit, one thread
 each) send, in a tight loop and as fast as they can, the statements a worker sends for
-each job: the app's fetch (jobs.connector's FETCH_JOB_WITH_LIMITS; procrastinate's own with
-JOBS_FETCH_WITH_LIMITS off), then the job's end as the worker's connector records it,
+each job: the app's fetch, which claims up to CLAIMED_PER_FETCH jobs at once as a worker
+with that many free slots does (jobs.prefetch's FETCH_JOBS; one job at a time with
+JOBS_FETCH_MANY off, and procrastinate's own fetch with JOBS_FETCH_WITH_LIMITS off), then
+each job's end as the worker's connector records it,
 procrastinate's finish with the job's result row written by the same statement
 (jobs.results.JOB_END_CTE). Nothing runs the jobs: no event loop, no pool, no task code,
 no middleware. The rate is the most this machine's PostgreSQL does per second with these
@@ -39,6 +41,7 @@ from jobs.conf import jobs_settings
 from jobs.connector import FETCH_JOB_WITH_LIMITS
 from jobs.databases import connection_kwargs
 from jobs.models import JobResult
+from jobs.prefetch import FETCH_JOBS
 from jobs.results import JOB_END_CTE, upsert_parameters
 
 # The statement with which the worker's connector records a successful job's end: its
@@ -46,6 +49,9 @@ from jobs.results import JOB_END_CTE, upsert_parameters
 # ReconnectingPsycopgConnector.write_with_job_end).
 FINISH_WITH_RESULT: LiteralString = "WITH " + JOB_END_CTE + "\n" + sql.queries["finish_job"]
 WORKER_NAME = "bench_jobs ceiling"
+# The free slots a worker of the recommended setup (`run_workers --concurrency 4`) claims
+# jobs for in one fetch when its slots are all free.
+CLAIMED_PER_FETCH = 4
 
 
 def _one(conn: psycopg.Connection[Any], query: LiteralString, arguments: Any = None) -> Any:
@@ -57,9 +63,11 @@ def _one(conn: psycopg.Connection[Any], query: LiteralString, arguments: Any = N
 
 def _fetch_statement() -> tuple[LiteralString, dict[str, Any]]:
     """The fetch a worker of this site sends, and its arguments besides queues and worker."""
-    if jobs_settings.JOBS_FETCH_WITH_LIMITS:
+    if not jobs_settings.JOBS_FETCH_WITH_LIMITS:
+        return sql.queries["fetch_job"], {}
+    if not jobs_settings.JOBS_FETCH_MANY:
         return FETCH_JOB_WITH_LIMITS, {"limits": limits.limits_json()}
-    return sql.queries["fetch_job"], {}
+    return FETCH_JOBS, {"limits": limits.limits_json(), "n": CLAIMED_PER_FETCH}
 
 
 def _fetch_and_finish(
@@ -71,26 +79,32 @@ def _fetch_and_finish(
     done = 0
     start.wait()
     while True:
-        job = conn.execute(fetch, arguments).fetchone()
-        if job is None or job["id"] is None:
+        claimed = [job for job in conn.execute(fetch, arguments).fetchall() if job["id"]]
+        if not claimed:
             return done
-        now = timezone.now()
-        result = upsert_parameters(
-            job_id=job["id"],
-            task_name=job["task_name"],
-            status=JobResult.Status.SUCCEEDED,
-            started_at=now,
-            worker_id=worker_id,
-            worker_name=WORKER_NAME,
-            finished_at=now,
-            duration=dt.timedelta(0),
-            return_value="null",
-        )
-        conn.execute(
-            FINISH_WITH_RESULT,
-            {"job_id": job["id"], "status": "succeeded", "delete_job": False, **result},
-        )
-        done += 1
+        for job in claimed:
+            _finish(conn, job, worker_id)
+        done += len(claimed)
+
+
+def _finish(conn: psycopg.Connection[Any], job: dict[str, Any], worker_id: int) -> None:
+    """End `job` as succeeded, with its result row, as the worker's connector does."""
+    now = timezone.now()
+    result = upsert_parameters(
+        job_id=job["id"],
+        task_name=job["task_name"],
+        status=JobResult.Status.SUCCEEDED,
+        started_at=now,
+        worker_id=worker_id,
+        worker_name=WORKER_NAME,
+        finished_at=now,
+        duration=dt.timedelta(0),
+        return_value="null",
+    )
+    conn.execute(
+        FINISH_WITH_RESULT,
+        {"job_id": job["id"], "status": "succeeded", "delete_job": False, **result},
+    )
 
 
 # --- PostgreSQL's CPU, when it runs on this machine ---------------------------------------

@@ -127,6 +127,59 @@ def test_fetch__skips_paused_queues_until_resumed(fetch: Fetcher) -> None:
     assert fetch("[]") == billed
 
 
+@pytest.mark.parametrize("limits_json", ["[]", None], ids=["without_limits", "with_limits"])
+def test_fetch__takes_the_best_job_of_the_queues_asked_for(
+    fetch: Fetcher, limits_json: str | None
+) -> None:
+    def job(queue: str, priority: int) -> int:
+        return int(app.configure_task("tests.unlimited", queue=queue, priority=priority).defer())
+
+    low_a, high_b, top_c, mid_a = job("a", 0), job("b", 5), job("c", 9), job("a", 3)
+    queue_pauses.pause("d")
+    paused = job("d", 20)
+
+    # Across the queues a worker serves, in priority order, then in the order of deferral.
+    assert [fetch(limits_json, ["a", "b"]) for _ in range(4)] == [high_b, mid_a, low_a, None]
+    # A worker of every queue: every queue that has waiting jobs, paused ones left out.
+    assert fetch(limits_json) == top_c
+    assert fetch(limits_json) is None
+    queue_pauses.resume("d")
+    assert fetch(limits_json) == paused
+
+
+def _index_reads_of_jobs() -> int:
+    """Rows of procrastinate_jobs read through an index by this transaction so far."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'procrastinate_jobs'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.parametrize("limits_json", ["[]", None], ids=["without_limits", "with_limits"])
+def test_fetch__reads_no_waiting_job_of_other_queues(
+    fetch: Fetcher, limits_json: str | None
+) -> None:
+    # Backlogs ahead of the served queue's job in procrastinate's order (older, and higher):
+    # a queue nobody serves and a paused one. A fetch used to read them all, every time.
+    backlogs = {
+        (queue, priority): app.configure_task(
+            "tests.unlimited", queue=queue, priority=priority
+        ).batch_defer(*[kwargs({"n": n}) for n in range(1000)])
+        for queue, priority in (("nobody", 0), ("paused", 9), ("nobody", 9))
+    }
+    queue_pauses.pause("paused")
+    served = defer("tests.unlimited", n=1)
+
+    # A worker of its queue; then one of every queue, which takes the best unpaused job.
+    for queues, expected in (([QUEUE], served), (None, int(backlogs["nobody", 9][0]))):
+        before = _index_reads_of_jobs()
+        assert fetch(limits_json, queues) == expected
+        # The job itself, the lock's and limits' look-ups: a handful, not thousands.
+        assert _index_reads_of_jobs() - before < 50
+
+
 def test_fetch__concurrency_per_key_holds_that_key_and_takes_the_next_job(
     fetch: Fetcher,
 ) -> None:
