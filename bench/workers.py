@@ -3,8 +3,8 @@ is the benchmark's scratch database (`manage.py bench_jobs`):
 
 - drain throughput: N queued jobs, a worker setup empties the queue; from the first job's
   start to the last job's end (process start-up is not counted);
-- pickup latency: idle workers, one job at a time, from the job's `deferred` event to its
-  `started` event (both stamped by PostgreSQL's clock);
+- pickup latency: idle workers, one job at a time, from the job's `deferred` event to the
+  start of its attempt as its worker recorded it (see _pickup_seconds);
 - pickup latency under load: the same, for jobs of a higher priority deferred at a steady
   pace while the workers drain a backlog;
 - soak: a long run with finished jobs deleted, reporting worker memory and table sizes;
@@ -285,14 +285,22 @@ def pickup_latency(command: list[str], count: int, *, listeners: int) -> Latency
 
 
 def _pickup_seconds(ids: list[int]) -> list[float]:
-    """Each job's pickup latency: from its `deferred` event to its `started` event, both
-    stamped by PostgreSQL's clock."""
+    """Each job's pickup latency: from its `deferred` event (PostgreSQL's clock, as the
+    deferring statement commits) to the start of its attempt as its worker recorded it (the
+    result row's `started_at`, the worker's clock: the same machine's here).
+
+    Not the `started` event: a worker that claims several jobs in one fetch (jobs.prefetch)
+    marks them all started as it claims them, each at the time its fetch's transaction
+    began, which can even precede the deferral of a job that a later pass of the same fetch
+    took; the attempt's own start is when a slot actually runs it."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT max(at) FILTER (WHERE type = 'started')
-                   - min(at) FILTER (WHERE type = 'deferred')
-            FROM procrastinate_events WHERE job_id = ANY(%s) GROUP BY job_id
+            SELECT result.started_at - min(event.at)
+            FROM procrastinate_events AS event
+            JOIN jobs_jobresult AS result ON result.job_id = event.job_id
+            WHERE event.job_id = ANY(%s) AND event.type = 'deferred'
+            GROUP BY event.job_id, result.started_at
             """,
             [ids],
         )
@@ -338,7 +346,7 @@ def pickup_latency_under_load(
     never run dry. Meanwhile `count` no-op async jobs of a higher priority (PROBE_PRIORITY)
     are deferred one at a time, `per_second` a second at a steady pace, none waiting for
     the one before to start; each one's latency runs from its `deferred` event to its
-    `started` event, as for idle workers. `fewest_waiting` is the fewest backlog jobs seen
+    attempt's start, as for idle workers. `fewest_waiting` is the fewest backlog jobs seen
     waiting after a probe was deferred (counted up to that low-water mark): 0 would mean
     the workers ran dry at times, and the figure mixes in idle latency. The workers then
     drain what is left.

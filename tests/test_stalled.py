@@ -407,11 +407,15 @@ def test_recover_stalled_jobs_task__recovers_a_recovery_whose_worker_died(
         return status(lost) != "doing"
 
     wait_until(lost_recovered, what="the test job recovered")
-    # Neither task retries: both failed, and the recovery that did it succeeded.
+    # Neither task retries: both failed, and the recovery that did it succeeded (its own end
+    # is committed just after the jobs it recovered: waited for, not looked at once).
     assert (status(first), status(lost)) == ("failed", "failed")
-    assert ProcrastinateJob.objects.filter(
-        task_name="jobs.recover_stalled_jobs", status="succeeded"
-    ).exists()
+    wait_until(
+        lambda: ProcrastinateJob.objects.filter(
+            task_name="jobs.recover_stalled_jobs", status="succeeded"
+        ).exists(),
+        what="the recovery succeeded",
+    )
 
 
 def test_recover_stalled_jobs_task__runs_ahead_of_a_backlog(
