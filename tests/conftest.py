@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from procrastinate.contrib.django import app
 from procrastinate.jobs import Status
@@ -59,6 +59,15 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+def close_connections_cut_by_a_restart() -> None:
+    """Close the Django connections a PostgreSQL restart cut: this thread's, and those of
+    asgiref's thread-sensitive thread, where async tests run their ORM calls. That thread's
+    connection stays open from one test to the next: left cut, it would fail the first
+    query of whichever async test comes next."""
+    connections.close_all()
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
 @pytest.fixture

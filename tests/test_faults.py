@@ -47,7 +47,7 @@ from jobs.databases import listening_pids
 from jobs.models import JobResult
 from jobs.testing import WorkerProcess
 from project import embedded_postgres
-from tests.conftest import TEST_TASKS, JobRuns, child_processes
+from tests.conftest import TEST_TASKS, JobRuns, child_processes, close_connections_cut_by_a_restart
 from tests.slow_tasks import (
     RUNS_TABLE,
     query_around_wait,
@@ -334,7 +334,7 @@ def test_workers__survive_a_postgresql_restart(
     with deferring() as deferrer:
         deferrer.wait_for(20)
         embedded_postgres.restart(embedded_data_dir())
-        connection.close()  # this test's own connection was cut too
+        close_connections_cut_by_a_restart()
         flag.touch()
         after_restart = len(deferrer.job_ids)
         deferrer.wait_for(after_restart + 50)
@@ -569,7 +569,7 @@ def test_workers__every_job_ends_and_runs_again_only_after_its_worker_died(
         start_worker("--queues", QUEUES, "--name", "stock-2", "--concurrency", "4", **FAULT_ENV)
         progress(0.5)
         embedded_postgres.restart(embedded_data_dir())
-        connection.close()  # this test's own connection was cut too
+        close_connections_cut_by_a_restart()
         wait_for_listeners(3, group)
         progress(0.7)
         kill_mid_job(child_processes(group.process.pid))

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import connections
 from django.utils import timezone
 from procrastinate import exceptions, jobs
 from procrastinate.contrib.django import app
@@ -32,7 +31,7 @@ from jobs.models import JobResult
 from jobs.results import JOB_END_CTE, json_text, upsert_parameters
 from jobs.testing import WorkerProcess, wait_until
 from project import embedded_postgres
-from tests.conftest import TEST_TASKS
+from tests.conftest import TEST_TASKS, close_connections_cut_by_a_restart
 from tests.slow_tasks import quick, wait_quietly
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -266,7 +265,7 @@ def test_job_ends__ends_sent_while_postgresql_restarts_are_recorded_once_it_is_b
     try:
         as_worker(scenario)
     finally:
-        connections.close_all()  # this test's own connection was cut
+        close_connections_cut_by_a_restart()
 
     statuses = ProcrastinateJob.objects.filter(id__in=job_ids).values_list("status", flat=True)
     assert list(statuses) == ["succeeded"] * 4
