@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import call_command
@@ -178,6 +179,68 @@ def test_fetch__reads_no_waiting_job_of_other_queues(
         assert fetch(limits_json, queues) == expected
         # The job itself, the lock's and limits' look-ups: a handful, not thousands.
         assert _index_reads_of_jobs() - before < 50
+
+
+# Planner statistics of a site that ran many jobs of a few `lock`s (ANALYZE saw them ended).
+# Statistics outlive the rows, and each worker session plans the fetch's statements once:
+# with these, the plan of the lock check used to read every waiting job for each candidate,
+# so that one fetch in a busy queue could run for minutes (CI, the 100,000-job drain).
+# (VACUUM: the index entries of jobs that earlier tests rolled back are not counted.)
+LOCK_HEAVY_STATISTICS = """
+INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, lock)
+SELECT 'old', 'tests.unlimited', '{}', 'succeeded', 'lock-' || (n % 3)
+  FROM generate_series(1, 5000) AS n
+"""
+
+
+def _fetch_in_new_session(limits_json: str, queues: list[str]) -> tuple[int | None, int]:
+    """A fetch by a session that plans it now, as a worker starting: (job id, index entries
+    of procrastinate_jobs it read). Rolled back: the job stays waiting."""
+    with psycopg.connect(**connection_kwargs()) as session, session.cursor() as cursor:
+        reads = (
+            "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid))::bigint FROM pg_index "
+            "WHERE indrelid = 'procrastinate_jobs'::regclass"
+        )
+        worker_id = async_to_sync(app.job_manager.register_worker)()
+        cursor.execute(reads)
+        before = cursor.fetchone()
+        cursor.execute(
+            "SELECT id FROM jobs_fetch_job_v1(%s::varchar[], %s, %s::jsonb)",
+            [queues, worker_id, limits_json],
+        )
+        job = cursor.fetchone()
+        cursor.execute(reads)
+        after = cursor.fetchone()
+        session.rollback()
+    assert job is not None
+    assert before is not None
+    assert after is not None
+    return job[0], after[0] - before[0]
+
+
+@pytest.mark.parametrize("limits_json", ["[]", None], ids=["without_limits", "with_limits"])
+def test_fetch__reads_a_handful_of_rows_whatever_statistics_it_was_planned_with(
+    transactional_db: None, procrastinate_tables_cleanup: None, limits_json: str | None
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(LOCK_HEAVY_STATISTICS)
+        cursor.execute("VACUUM (ANALYZE) procrastinate_jobs")
+    waiting = app.configure_task("tests.unlimited", queue=QUEUE).batch_defer(
+        *[kwargs({"n": n}) for n in range(2000)]
+    )
+    locked = app.configure_task("tests.unlimited", queue="locks", lock="lock-1").batch_defer(
+        kwargs({"n": 1}), kwargs({"n": 2})
+    )
+    limits_json = limits.limits_json() if limits_json is None else limits_json
+
+    job, reads = _fetch_in_new_session(limits_json, [QUEUE])
+    assert job == int(waiting[0])
+    # The job, the limits' look-ups: a handful, not the 2,000 waiting jobs.
+    assert reads < 50
+    # procrastinate's lock still holds (its first job, not the second), as cheaply.
+    job, reads = _fetch_in_new_session(limits_json, ["locks"])
+    assert job == int(locked[0])
+    assert reads < 50
 
 
 def test_fetch__concurrency_per_key_holds_that_key_and_takes_the_next_job(
