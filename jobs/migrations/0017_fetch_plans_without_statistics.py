@@ -135,6 +135,9 @@ def _previous() -> tuple[str, str]:
     return module._fetch_per_queue(), module.WAITING_QUEUES_SQL
 
 
+FETCH_OF_0016, WAITING_QUEUES_OF_0016 = _previous()
+
+
 def _indented(text: str) -> Callable[[re.Match[str]], str]:
     """A replacement of a match by `text`, its lines indented as the match's first one."""
 
@@ -147,7 +150,7 @@ def _indented(text: str) -> Callable[[re.Match[str]], str]:
 
 
 def _fetch_planned_without_statistics() -> str:
-    sql = _previous()[0]
+    sql = FETCH_OF_0016
     old, new = _SETTINGS
     assert sql.count(old) == 1
     sql = sql.replace(old, new, 1)
@@ -173,6 +176,6 @@ class Migration(migrations.Migration):
 
     operations = [
         CreateIndexConcurrently("jobs_job_lock_turn", LOCK_TURN_INDEX),
-        migrations.RunSQL(_fetch_planned_without_statistics(), _previous()[0]),
-        migrations.RunSQL(WAITING_QUEUES_SQL, _previous()[1]),
+        migrations.RunSQL(_fetch_planned_without_statistics(), FETCH_OF_0016),
+        migrations.RunSQL(WAITING_QUEUES_SQL, WAITING_QUEUES_OF_0016),
     ]
