@@ -41,11 +41,26 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def kill_mid_job(
-    start_worker: Callable[..., WorkerProcess], task: Any, path: Path, **env: str
+    start_worker: Callable[..., WorkerProcess],
+    task: Any,
+    path: Path,
+    *,
+    after_progress: bool = False,
+    **env: str,
 ) -> int:
+    """SIGKILL a worker once it runs `task`: after its progress report if `after_progress`.
+
+    The job is "doing" before the task's first line runs, so a test that reads what the
+    task reported must wait for the report itself, not for the status.
+    """
     doomed = start_worker("--queues", "tests", "--name", "doomed", **TEST_TASKS, **env)
     job_id = int(task.defer(path=str(path)))
     wait_until(lambda: ProcrastinateJob.objects.filter(id=job_id, status="doing").exists())
+    if after_progress:
+        wait_until(
+            lambda: JobResult.objects.filter(job_id=job_id, status="running").exists(),
+            what="the task's progress report",
+        )
     doomed.stop(signal.SIGKILL)
     assert ProcrastinateJob.objects.get(id=job_id).status == "doing"
     return job_id
@@ -105,10 +120,10 @@ def test_stalled__the_lost_attempt_is_logged_before_the_success(
     from tests.slow_tasks import wait_for_file
 
     flag = tmp_path / "go"
-    job_id = kill_mid_job(start_worker, wait_for_file, flag)
+    job_id = kill_mid_job(start_worker, wait_for_file, flag, after_progress=True)
     doomed_id = ProcrastinateJob.objects.get(id=job_id).worker_id
     # The attempt reported progress: it has a "running" row, with its worker's name.
-    assert JobResult.objects.get(job_id=job_id).status == "running"
+    assert JobResult.objects.get(job_id=job_id).worker_name == "doomed"
 
     recover([job_id])
 
