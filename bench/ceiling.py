@@ -5,9 +5,10 @@ each) send, in a tight loop and as fast as they can, the statements a worker sen
 each job: the app's fetch, which claims up to CLAIMED_PER_FETCH jobs at once as a worker
 with that many free slots does (jobs.prefetch's FETCH_JOBS; one job at a time with
 JOBS_FETCH_MANY off, and procrastinate's own fetch with JOBS_FETCH_WITH_LIMITS off), then
-each job's end as the worker's connector records it,
-procrastinate's finish with the job's result row written by the same statement
-(jobs.results.JOB_END_CTE). Nothing runs the jobs: no event loop, no pool, no task code,
+the ends of the claimed jobs as the worker's connector records the ends of jobs that finish
+together: procrastinate's finish for each, their result rows written by the same statement
+(jobs.job_ends.FINISH_JOBS with jobs.results.JOB_END_CTE; one statement per job with
+JOBS_GATHER_JOB_ENDS off). Nothing runs the jobs: no event loop, no pool, no task code,
 no middleware. The rate is the most this machine's PostgreSQL does per second with these
 statements, which no worker can beat; the CPU its processes used per job (read with psutil
 when the server runs on this machine) is what each job costs PostgreSQL, whoever sends the
@@ -40,14 +41,17 @@ from jobs import limits
 from jobs.conf import jobs_settings
 from jobs.connector import FETCH_JOB_WITH_LIMITS
 from jobs.databases import connection_kwargs
+from jobs.job_ends import FINISH_JOBS
 from jobs.models import JobResult
 from jobs.prefetch import FETCH_JOBS
-from jobs.results import JOB_END_CTE, upsert_parameters
+from jobs.results import JOB_END_CTE, merge_rows, upsert_parameters
 
 # The statement with which the worker's connector records a successful job's end: its
 # result row first, in the same round trip and transaction (jobs.connector,
 # ReconnectingPsycopgConnector.write_with_job_end).
 FINISH_WITH_RESULT: LiteralString = "WITH " + JOB_END_CTE + "\n" + sql.queries["finish_job"]
+# The same for the ends of jobs that finish together (jobs.job_ends).
+FINISH_ALL_WITH_RESULTS: LiteralString = "WITH " + JOB_END_CTE + "\n" + FINISH_JOBS
 WORKER_NAME = "bench_jobs ceiling"
 # The free slots a worker of the recommended setup (`run_workers --concurrency 4`) claims
 # jobs for in one fetch when its slots are all free.
@@ -82,29 +86,43 @@ def _fetch_and_finish(
         claimed = [job for job in conn.execute(fetch, arguments).fetchall() if job["id"]]
         if not claimed:
             return done
-        for job in claimed:
-            _finish(conn, job, worker_id)
+        _finish(conn, claimed, worker_id)
         done += len(claimed)
 
 
-def _finish(conn: psycopg.Connection[Any], job: dict[str, Any], worker_id: int) -> None:
-    """End `job` as succeeded, with its result row, as the worker's connector does."""
+def _finish(conn: psycopg.Connection[Any], jobs: list[dict[str, Any]], worker_id: int) -> None:
+    """End `jobs` as succeeded, with their result rows, as the worker's connector ends jobs
+    that finish together: in one statement, or one each with JOBS_GATHER_JOB_ENDS off."""
     now = timezone.now()
-    result = upsert_parameters(
-        job_id=job["id"],
-        task_name=job["task_name"],
-        status=JobResult.Status.SUCCEEDED,
-        started_at=now,
-        worker_id=worker_id,
-        worker_name=WORKER_NAME,
-        finished_at=now,
-        duration=dt.timedelta(0),
-        return_value="null",
-    )
-    conn.execute(
-        FINISH_WITH_RESULT,
-        {"job_id": job["id"], "status": "succeeded", "delete_job": False, **result},
-    )
+    results = [
+        upsert_parameters(
+            job_id=job["id"],
+            task_name=job["task_name"],
+            status=JobResult.Status.SUCCEEDED,
+            started_at=now,
+            worker_id=worker_id,
+            worker_name=WORKER_NAME,
+            finished_at=now,
+            duration=dt.timedelta(0),
+            return_value="null",
+        )
+        for job in jobs
+    ]
+    if jobs_settings.JOBS_GATHER_JOB_ENDS and len(jobs) > 1:
+        conn.execute(
+            FINISH_ALL_WITH_RESULTS,
+            {
+                "end_job_ids": [job["id"] for job in jobs],
+                "end_statuses": ["succeeded"] * len(jobs),
+                **merge_rows(results),
+            },
+        )
+        return
+    for job, result in zip(jobs, results, strict=True):
+        conn.execute(
+            FINISH_WITH_RESULT,
+            {"job_id": job["id"], "status": "succeeded", "delete_job": False, **result},
+        )
 
 
 # --- PostgreSQL's CPU, when it runs on this machine ---------------------------------------

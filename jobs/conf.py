@@ -414,6 +414,9 @@ class JobsSettings:
     # With the app's fetch, a worker claims a job per free slot in one statement and hands
     # them to its slots one by one (jobs/prefetch.py); False: one job per fetch.
     JOBS_FETCH_MANY = Setting(True, Flag())
+    # The ends of a worker's jobs that finish together are recorded by one statement, each
+    # job's result with it (jobs/job_ends.py); False: one statement per job's end.
+    JOBS_GATHER_JOB_ENDS = Setting(True, Flag())
 
     @classmethod
     def all(cls) -> list[Setting[Any]]:

@@ -58,6 +58,9 @@ keeps procrastinate's fetch (no pause, no limit); so does a database without tha
 (code deployed before `migrate`, or a migration rolled back), with a warning every minute,
 rather than stopping the worker.
 
+The ends of a worker's jobs that finish together are recorded by one statement, each
+job's result with it (jobs/job_ends.py; JOBS_GATHER_JOB_ENDS = False records each alone).
+
 With the app's fetch, a worker with several free slots claims a job for each in one
 statement, hands the first to the slot that asked and the others to its next fetches
 without a round trip, and gives back what it claimed and did not start when it stops
@@ -88,6 +91,7 @@ from procrastinate.psycopg_connector import PsycopgConnector
 
 from jobs import limits
 from jobs.conf import jobs_settings
+from jobs.job_ends import GatheredJobEnds, JobEnd
 from jobs.out_of_range_times import tolerant_adapters
 from jobs.prefetch import FETCH_COLUMNS, FETCH_JOBS, ClaimedJobs
 
@@ -243,6 +247,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         self._fetch_warned_at: dict[str, float] = {}
         # The jobs claimed for this connector's workers' free slots (jobs/prefetch.py).
         self.claimed_jobs = ClaimedJobs(self._run_claims_statement)
+        # The ends of jobs that finish together, recorded in one statement (jobs/job_ends.py).
+        self._job_ends = GatheredJobEnds(
+            self._run_job_ends, self._record_job_end_alone, connection_lost
+        )
         self._wake_up: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._wake_ups: set[asyncio.Task[None]] = set()
 
@@ -287,6 +295,10 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
         """Run `statement` (`name AS (INSERT ...)`) as part of the query recording the end of
         job `job_id` (finished, or to be retried): in the same round trip and transaction.
 
+        Each of its parameters is an array of one value, this job's: the ends of jobs that
+        finish together are recorded by one statement (jobs/job_ends.py), which runs
+        `statement` once with the arrays of all the jobs that gave it, joined.
+
         Not when the job is deleted as it finishes (`--delete-jobs`): what the statement
         writes about it would go with it. The job's `return_value` (JSON text) is then
         given to the database instead, for a chain's next step. If the statement fails
@@ -301,7 +313,20 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             return
         if query in JOB_END_QUERIES:
             self.claimed_jobs.ended(arguments["job_id"])
-        await self._execute(query, arguments)
+        if (
+            query == sql.queries["finish_job"]
+            and not arguments.get("delete_job")
+            and jobs_settings.JOBS_GATHER_JOB_ENDS
+        ):
+            # With the ends of this worker's other jobs that finish now (jobs/job_ends.py).
+            extra = self._with_job_end.pop(arguments["job_id"], None)
+            await self._job_ends.record(
+                arguments["job_id"],
+                str(arguments["status"]),
+                *((extra[0], extra[1]) if extra is not None else ()),
+            )
+        else:
+            await self._execute(query, arguments)
         if query in JOB_END_QUERIES and self._limited_jobs:
             queues = self._limited_jobs.pop(arguments["job_id"], None)
             if queues is not None:
@@ -312,10 +337,32 @@ class ReconnectingPsycopgConnector(PsycopgConnector):
             self._wake_up_soon()
 
     async def _execute(self, query: LiteralString, arguments: dict[str, Any]) -> None:
-        parent = super().execute_query_async
         extra = None
         if query in JOB_END_QUERIES:
             extra = self._with_job_end.pop(arguments["job_id"], None)
+        await self._execute_with(query, arguments, extra)
+
+    async def _record_job_end_alone(self, end: JobEnd) -> None:
+        """A gathered job end, recorded on its own (jobs/job_ends.py)."""
+        extra = None
+        if end.with_statement is not None:
+            extra = (end.with_statement, end.with_arguments, None)
+        arguments = {"job_id": end.job_id, "status": end.status, "delete_job": False}
+        await self._execute_with(sql.queries["finish_job"], arguments, extra)
+
+    async def _run_job_ends(self, query: LiteralString, arguments: dict[str, Any]) -> None:
+        parent = super().execute_query_async
+        await self._retrying(query, lambda: parent(query, **arguments))
+
+    async def _execute_with(
+        self,
+        query: LiteralString,
+        arguments: dict[str, Any],
+        extra: tuple[LiteralString, dict[str, Any], str | None] | None,
+    ) -> None:
+        """Run `query`, a job's end written with `extra` (statement, arguments, return value)
+        if given."""
+        parent = super().execute_query_async
         if query == sql.queries["finish_job"] and arguments.get("delete_job"):
             hints = {
                 "ended_as": str(arguments["status"]),

@@ -34,7 +34,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, LiteralString, TypedDict
 
 from asgiref.sync import sync_to_async
@@ -110,32 +110,47 @@ def json_safe(value: Any) -> Any:
 # for the same attempt is kept when the statement brings none, and a late "running" write
 # (progress from a thread the task left behind) never overwrites a finished attempt.
 # (Parameters are prefixed: the outcome travels in procrastinate's statement that records
-# the job's end. They are cast: in INSERT ... SELECT nothing else gives them a type.)
+# the job's end.)
+#
+# It writes the rows of several jobs at once: each parameter is an array with one value
+# per job (`upsert_parameters` gives one job's, `merge_rows` joins them). The worker's
+# connector records the ends of jobs that finish together in one statement, their rows
+# with them (jobs/connector.py).
 #
 # An outcome (not a "running" write) also appends its entry to `attempts_log`, in the same
 # statement. The entry comes as JSON without its attempt number, which is added here. An
 # attempt already in the log is not appended again (the statement ran twice: a reply lost
 # after the commit), except over a "lost" entry of the same attempt, which stalled-job
 # recovery wrote while the worker was only late: the worker's own outcome replaces it.
-# The log keeps the newest ATTEMPTS_LOG_LIMIT entries.
+# The log keeps the newest ATTEMPTS_LOG_LIMIT entries (the 50 below: ON CONFLICT's
+# update sees no parameter array's row, so the limit is written out).
 UPSERT_SQL = """
 INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_id,
     worker_name, started_at, finished_at, duration, return_value, exception_type,
     exception_message, traceback, progress, progress_message, attempts_log)
-SELECT %(result_job_id)s::bigint, %(result_task_name)s::text, %(result_status)s::text,
-    this.attempt, %(result_worker_id)s::bigint, %(result_worker_name)s::text,
-    %(result_started_at)s::timestamptz, %(result_finished_at)s::timestamptz,
-    %(result_duration)s::interval, %(result_return_value)s::jsonb,
-    %(result_exception_type)s::text, %(result_exception_message)s::text,
-    %(result_traceback)s::text, %(result_progress)s::float8,
-    %(result_progress_message)s::text,
-    CASE WHEN %(result_entry)s::jsonb IS NULL THEN '[]'::jsonb
-         ELSE jsonb_build_array(
-             %(result_entry)s::jsonb || jsonb_build_object('attempt', this.attempt))
+SELECT given.job_id, given.task_name, given.status, this.attempt, given.worker_id,
+    given.worker_name, given.started_at, given.finished_at, given.duration,
+    given.return_value, given.exception_type, given.exception_message, given.traceback,
+    given.progress, given.progress_message,
+    CASE WHEN given.entry IS NULL THEN '[]'::jsonb
+         ELSE jsonb_build_array(given.entry || jsonb_build_object('attempt', this.attempt))
     END
-FROM (SELECT GREATEST((SELECT count(*) FROM procrastinate_events
-                       WHERE job_id = %(result_job_id)s::bigint AND type = 'started'), 1)
-             AS attempt) AS this
+FROM unnest(%(result_job_id)s::bigint[], %(result_task_name)s::text[],
+    %(result_status)s::text[], %(result_worker_id)s::bigint[],
+    %(result_worker_name)s::text[], %(result_started_at)s::timestamptz[],
+    %(result_finished_at)s::timestamptz[], %(result_duration)s::interval[],
+    %(result_return_value)s::jsonb[], %(result_exception_type)s::text[],
+    %(result_exception_message)s::text[], %(result_traceback)s::text[],
+    %(result_progress)s::float8[], %(result_progress_message)s::text[],
+    %(result_entry)s::jsonb[])
+    AS given (job_id, task_name, status, worker_id, worker_name, started_at, finished_at,
+              duration, return_value, exception_type, exception_message, traceback,
+              progress, progress_message, entry)
+CROSS JOIN LATERAL (
+    SELECT GREATEST((SELECT count(*) FROM procrastinate_events
+                     WHERE job_id = given.job_id AND type = 'started'), 1) AS attempt
+    OFFSET 0  -- counted once per job, not once per use
+) AS this
 ON CONFLICT (job_id) DO UPDATE SET
     task_name = EXCLUDED.task_name, status = EXCLUDED.status, attempt = EXCLUDED.attempt,
     worker_id = EXCLUDED.worker_id, worker_name = EXCLUDED.worker_name,
@@ -153,7 +168,7 @@ ON CONFLICT (job_id) DO UPDATE SET
         -- The usual case: a new attempt, room left.
         WHEN NOT result.attempts_log @> jsonb_build_array(
                      jsonb_build_object('attempt', EXCLUDED.attempt))
-             AND jsonb_array_length(result.attempts_log) < %(result_log_limit)s::integer
+             AND jsonb_array_length(result.attempts_log) < 50
             THEN result.attempts_log || EXCLUDED.attempts_log
         WHEN result.attempts_log @> jsonb_build_array(
                  jsonb_build_object('attempt', EXCLUDED.attempt))
@@ -168,7 +183,7 @@ ON CONFLICT (job_id) DO UPDATE SET
                           OR NOT logged.entry @> jsonb_build_object(
                                  'attempt', EXCLUDED.attempt, 'status', 'lost')
                        ORDER BY logged.position DESC
-                       LIMIT %(result_log_limit)s::integer) AS kept)
+                       LIMIT 50) AS kept)
     END
 WHERE EXCLUDED.status <> 'running' OR result.status = 'running'
     OR result.attempt <> EXCLUDED.attempt
@@ -213,9 +228,9 @@ def upsert_parameters(
     progress: float | None = None,
     progress_message: str = "",
 ) -> dict[str, Any]:
-    """The parameters of `UPSERT_SQL`: the row of one attempt (`return_value` as JSON text)
-    and, unless it is still running, its entry of the attempts log, whose status is
-    `ended_as` (the row's `status` by default)."""
+    """The parameters of `UPSERT_SQL` that write the row of one attempt (`return_value` as
+    JSON text) and, unless it is still running, its entry of the attempts log, whose status
+    is `ended_as` (the row's `status` by default): each an array of one value."""
     entry = None
     if status != JobResult.Status.RUNNING:
         error = None
@@ -247,9 +262,18 @@ def upsert_parameters(
         "progress": progress,
         "progress_message": progress_message,
         "entry": entry,
-        "log_limit": ATTEMPTS_LOG_LIMIT,
     }
-    return {f"result_{name}": value for name, value in fields.items()}
+    return {f"result_{name}": [value] for name, value in fields.items()}
+
+
+def merge_rows(rows: Iterable[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """The parameters of `UPSERT_SQL` (or of any statement written the same way: each
+    parameter an array, one value per job) that write all of `rows` at once."""
+    merged: dict[str, list[Any]] = {}
+    for row in rows:
+        for name, values in row.items():
+            merged.setdefault(name, []).extend(values)
+    return merged
 
 
 @dataclasses.dataclass

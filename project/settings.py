@@ -398,6 +398,9 @@ JOBS_FETCH_WITH_LIMITS = env_bool(
 # Off: workers fetch one job per round trip instead of one per free slot (for comparing
 # the two).
 JOBS_FETCH_MANY = env_bool("JOBS_FETCH_MANY", JobsSettings.JOBS_FETCH_MANY.default)
+# Off: each job's end is recorded by a statement of its own instead of with the ends of the
+# jobs that finish with it (for comparing the two).
+JOBS_GATHER_JOB_ENDS = env_bool("JOBS_GATHER_JOB_ENDS", JobsSettings.JOBS_GATHER_JOB_ENDS.default)
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

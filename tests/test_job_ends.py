@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from procrastinate import exceptions, jobs
 from procrastinate.contrib.django import app
@@ -272,3 +273,44 @@ def test_job_ends__ends_sent_while_postgresql_restarts_are_recorded_once_it_is_b
     results = dict(JobResult.objects.values_list("job_id", "return_value"))
     assert results == {job_id: job_id for job_id in job_ids}
     assert [event_types(job_id)[-1] for job_id in job_ids] == ["succeeded"] * 4
+
+
+def transactions_that_ended(job_ids: list[int]) -> int:
+    """How many transactions recorded the jobs' ends: the `succeeded` event that
+    procrastinate's trigger inserts, and the result written with it (their xmin)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event.xmin::text, result.xmin::text FROM procrastinate_events AS event "
+            "JOIN jobs_jobresult AS result ON result.job_id = event.job_id "
+            "WHERE event.job_id = ANY(%s) AND event.type = 'succeeded'",
+            [job_ids],
+        )
+        written = cursor.fetchall()
+    assert len(written) == len(job_ids)
+    assert all(event == result for event, result in written)  # each result with its end
+    return len(set(written))
+
+
+@pytest.mark.parametrize("gather", [True, False], ids=["gathered", "alone"])
+def test_job_ends__ends_arriving_together_are_one_statement_unless_told_otherwise(
+    gather: bool, settings: Any
+) -> None:
+    settings.JOBS_GATHER_JOB_ENDS = gather
+    job_ids = [int(quick.defer(n=n)) for n in range(5)]
+
+    async def scenario(worker: Worker) -> None:
+        taken = await worker.take(5)
+        await asyncio.gather(*(worker.succeed(job, job.id) for job in taken[:4]))
+        await worker.succeed(taken[4], "alone")  # a lone end goes at once, alone
+
+    as_worker(scenario)
+
+    assert transactions_that_ended(job_ids[:4]) == (1 if gather else 4)
+    assert transactions_that_ended(job_ids) == (2 if gather else 5)
+    assert (
+        list(ProcrastinateJob.objects.filter(id__in=job_ids).values_list("status", flat=True))
+        == ["succeeded"] * 5
+    )
+    results = dict(JobResult.objects.values_list("job_id", "return_value"))
+    assert results == {**{job_id: job_id for job_id in job_ids[:4]}, job_ids[4]: "alone"}
+    assert all(event_types(job_id)[-1] == "succeeded" for job_id in job_ids)

@@ -425,7 +425,8 @@ def _outcome(job_id: int, **fields: Any) -> dict[str, Any]:
 def _upsert(row: dict[str, Any]) -> list[dict[str, Any]]:
     with connection.cursor() as cursor:
         cursor.execute(UPSERT_SQL, row)
-    return list(JobResult.objects.get(job_id=row["result_job_id"]).attempts_log)
+    [job_id] = row["result_job_id"]  # one job's row: each parameter an array of one
+    return list(JobResult.objects.get(job_id=job_id).attempts_log)
 
 
 def test_results__an_outcome_written_twice_is_logged_once(make_job: JobMaker) -> None:
