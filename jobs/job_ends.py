@@ -23,7 +23,7 @@ that reaches every end's job, as it would have each.
 Only `finish_job` statements that keep the job are gathered. A job to retry
 (`retry_job`), a job deleted as it ends (`--delete-jobs`) and an end written with a
 statement of its own are recorded alone. `JOBS_GATHER_JOB_ENDS = False` records every
-end alone (for comparing the two; `bench_jobs` measures both).
+end alone (for comparing the two).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ class GatheredJobEnds:
             asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(end)
-        if self._sender is None:
+        # Done without its `finally`: cancelled before its first step (the loop closing).
+        if self._sender is None or self._sender.done():
             # Not in the context of the job whose end starts it: it records others' too.
             self._sender = asyncio.create_task(
                 self._send_waiting(), name="record job ends", context=contextvars.Context()
@@ -123,17 +124,17 @@ class GatheredJobEnds:
             await self._record_alone(ends[0])
             return
         statement = ends[0].with_statement
-        arguments: dict[str, Any] = {
-            "end_job_ids": [end.job_id for end in ends],
-            "end_statuses": [end.status for end in ends],
-        }
-        query = FINISH_JOBS
-        if statement is not None:
-            query = "WITH " + statement + "\n" + FINISH_JOBS
+        query = FINISH_JOBS if statement is None else "WITH " + statement + "\n" + FINISH_JOBS
+        try:
+            arguments: dict[str, Any] = {
+                "end_job_ids": [end.job_id for end in ends],
+                "end_statuses": [end.status for end in ends],
+            }
             for end in ends:
                 for name, values in end.with_arguments.items():
+                    if not isinstance(values, list):  # written for one job: each alone
+                        raise TypeError(f"{name} is not an array of one value per job")
                     arguments.setdefault(name, []).extend(values)
-        try:
             await self._run(query, arguments)
         except Exception as error:
             if self._lost(error):

@@ -122,8 +122,8 @@ def json_safe(value: Any) -> Any:
 # attempt already in the log is not appended again (the statement ran twice: a reply lost
 # after the commit), except over a "lost" entry of the same attempt, which stalled-job
 # recovery wrote while the worker was only late: the worker's own outcome replaces it.
-# The log keeps the newest ATTEMPTS_LOG_LIMIT entries (the 50 below: ON CONFLICT's
-# update sees no parameter array's row, so the limit is written out).
+# The log keeps the newest ATTEMPTS_LOG_LIMIT entries (the 50 below, written out: every
+# parameter is an array of the jobs' values, which `merge_rows` joins).
 UPSERT_SQL = """
 INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_id,
     worker_name, started_at, finished_at, duration, return_value, exception_type,
