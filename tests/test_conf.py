@@ -111,6 +111,7 @@ def test_jobs_settings__site_without_them_gets_the_defaults(
         "JOBS_QUEUE_LIMITS": {},
         "JOBS_FETCH_WITH_LIMITS": True,
         "JOBS_FETCH_MANY": True,
+        "JOBS_GATHER_JOB_ENDS": True,
     }
     call_command("check", "--fail-level", "WARNING")  # every default command exists
 
