@@ -15,6 +15,7 @@ from bench.chart import write_chart
 from bench.job_figures import run_all
 from bench.scratch import measure_in_scratch_database, require_scratch_database
 from jobs.management.arguments import seconds, whole_number
+from jobs.management.commands import run_workers
 
 
 def kind_list(value: str) -> list[str]:
@@ -53,7 +54,12 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument("--processes", type=whole_number(1, 64), default=os.cpu_count() or 1)
-        parser.add_argument("--concurrency", type=whole_number(1, 500), default=4)
+        parser.add_argument(
+            "--concurrency",
+            type=whole_number(1, 500),
+            default=run_workers.DEFAULT_CONCURRENCY,
+            help="Slots per process of the recommended setup (run_workers' default).",
+        )
         parser.add_argument(
             "--celery-concurrency",
             type=whole_number(1, 500),
