@@ -30,9 +30,10 @@ def queue_list(value: str) -> list[str]:
 
 
 # Jobs per worker process. Short jobs of a process with more slots end together more often,
-# so their ends and its claims share round trips: on 2 cores, no-op jobs drained 15-85%
-# faster with 8 than with 4 (README, "What limits throughput"). Each running sync job
-# holds a Django connection: DATABASE_POOL_MAX_SIZE = concurrency + 1.
+# so their ends and its claims share round trips: on 2 cores, no-op jobs drained 17% (sync)
+# and 87% (async) faster with 8 than with 4, in 3 alternating rounds (README, "Processes
+# and concurrency"). Each running sync job holds a Django connection:
+# DATABASE_POOL_MAX_SIZE = concurrency + 1.
 DEFAULT_CONCURRENCY = 8
 
 
