@@ -34,6 +34,7 @@ from bench.celery_drain import report_lines as celery_report_lines
 from bench.scaling import ceiling_connections, grid, grid_cells, report_lines
 from bench.workers import PROBE_PRIORITY, pickup_latency_under_load, run_workers
 from jobs.databases import database_url
+from jobs.management.commands.run_workers import DEFAULT_CONCURRENCY
 from jobs.models import JobResult
 from tests.conftest import skip_outside_ci
 
@@ -69,7 +70,11 @@ def test_bench_jobs__runs_every_phase_and_writes_figures_and_chart(tmp_path: Any
     # What limits throughput (bench/scaling.py): latency under load, the ceiling, the grid.
     assert figures["pickup_under_load"]["count"] == 10
     assert "Pickup latency under load" in text
-    assert (figures["ceiling"]["jobs"], figures["ceiling"]["connections"]) == (100, 4)
+    # As many connections as the recommended setup's slots: 1 process x run_workers' default.
+    assert (figures["ceiling"]["jobs"], figures["ceiling"]["connections"]) == (
+        100,
+        DEFAULT_CONCURRENCY,
+    )
     assert "The machine's ceiling: no worker" in text
     assert list(figures["grid"]["cells"]) == ["1x1", "1x2"]
     assert re.search(r"  1x2 +[\d,.]+   \(100 jobs in", text)
