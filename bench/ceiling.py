@@ -41,10 +41,10 @@ from jobs import limits
 from jobs.conf import jobs_settings
 from jobs.connector import FETCH_JOB_WITH_LIMITS
 from jobs.databases import connection_kwargs
-from jobs.job_ends import FINISH_JOBS
+from jobs.job_ends import FINISH_JOBS, finish_jobs_arguments
 from jobs.models import JobResult
 from jobs.prefetch import FETCH_JOBS
-from jobs.results import JOB_END_CTE, merge_rows, upsert_parameters
+from jobs.results import JOB_END_CTE, upsert_parameters
 
 # The statement with which the worker's connector records a successful job's end: its
 # result row first, in the same round trip and transaction (jobs.connector,
@@ -112,11 +112,7 @@ def _finish(conn: psycopg.Connection[Any], jobs: list[dict[str, Any]], worker_id
     if jobs_settings.JOBS_GATHER_JOB_ENDS and len(jobs) > 1:
         conn.execute(
             FINISH_ALL_WITH_RESULTS,
-            {
-                "end_job_ids": [job["id"] for job in jobs],
-                "end_statuses": ["succeeded"] * len(jobs),
-                **merge_rows(results),
-            },
+            finish_jobs_arguments([job["id"] for job in jobs], ["succeeded"] * len(jobs), results),
         )
         return
     for job, result in zip(jobs, results, strict=True):

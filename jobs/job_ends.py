@@ -32,7 +32,7 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, LiteralString
 
 logger = logging.getLogger(__name__)
@@ -126,15 +126,11 @@ class GatheredJobEnds:
         statement = ends[0].with_statement
         query = FINISH_JOBS if statement is None else "WITH " + statement + "\n" + FINISH_JOBS
         try:
-            arguments: dict[str, Any] = {
-                "end_job_ids": [end.job_id for end in ends],
-                "end_statuses": [end.status for end in ends],
-            }
-            for end in ends:
-                for name, values in end.with_arguments.items():
-                    if not isinstance(values, list):  # written for one job: each alone
-                        raise TypeError(f"{name} is not an array of one value per job")
-                    arguments.setdefault(name, []).extend(values)
+            arguments = finish_jobs_arguments(
+                [end.job_id for end in ends],
+                [end.status for end in ends],
+                [end.with_arguments for end in ends],
+            )
             await self._run(query, arguments)
         except Exception as error:
             if self._lost(error):
@@ -156,6 +152,27 @@ class GatheredJobEnds:
             _settle(end, error)
         else:
             _settle(end, None)
+
+
+def merge_rows(rows: Iterable[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """The arguments of a statement written for several jobs (each parameter an array, one
+    value per job, as jobs.results.UPSERT_SQL) that give it all of `rows`' values at once.
+    TypeError for a value that is not such an array (a statement written for one job)."""
+    merged: dict[str, list[Any]] = {}
+    for row in rows:
+        for name, values in row.items():
+            if not isinstance(values, list):
+                raise TypeError(f"{name} is not an array of one value per job")
+            merged.setdefault(name, []).extend(values)
+    return merged
+
+
+def finish_jobs_arguments(
+    job_ids: list[int], statuses: list[str], with_arguments: Iterable[dict[str, list[Any]]]
+) -> dict[str, Any]:
+    """The arguments of FINISH_JOBS (preceded by a statement written for several jobs, whose
+    arguments for each job are `with_arguments`) that end `job_ids` as `statuses`."""
+    return {"end_job_ids": job_ids, "end_statuses": statuses, **merge_rows(with_arguments)}
 
 
 def _by_statement(ends: list[JobEnd]) -> list[list[JobEnd]]:

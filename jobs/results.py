@@ -34,7 +34,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, LiteralString, TypedDict
 
 from asgiref.sync import sync_to_async
@@ -113,9 +113,9 @@ def json_safe(value: Any) -> Any:
 # the job's end.)
 #
 # It writes the rows of several jobs at once: each parameter is an array with one value
-# per job (`upsert_parameters` gives one job's, `merge_rows` joins them). The worker's
-# connector records the ends of jobs that finish together in one statement, their rows
-# with them (jobs/connector.py).
+# per job (`upsert_parameters` gives one job's, jobs.job_ends.merge_rows joins them). The
+# worker's connector records the ends of jobs that finish together in one statement, their
+# rows with them (jobs/connector.py).
 #
 # An outcome (not a "running" write) also appends its entry to `attempts_log`, in the same
 # statement. The entry comes as JSON without its attempt number, which is added here. An
@@ -123,7 +123,7 @@ def json_safe(value: Any) -> Any:
 # after the commit), except over a "lost" entry of the same attempt, which stalled-job
 # recovery wrote while the worker was only late: the worker's own outcome replaces it.
 # The log keeps the newest ATTEMPTS_LOG_LIMIT entries (the 50 below, written out: every
-# parameter is an array of the jobs' values, which `merge_rows` joins).
+# parameter is an array of the jobs' values, which jobs.job_ends.merge_rows joins).
 UPSERT_SQL = """
 INSERT INTO jobs_jobresult AS result (job_id, task_name, status, attempt, worker_id,
     worker_name, started_at, finished_at, duration, return_value, exception_type,
@@ -264,16 +264,6 @@ def upsert_parameters(
         "entry": entry,
     }
     return {f"result_{name}": [value] for name, value in fields.items()}
-
-
-def merge_rows(rows: Iterable[dict[str, list[Any]]]) -> dict[str, list[Any]]:
-    """The parameters of `UPSERT_SQL` (or of any statement written the same way: each
-    parameter an array, one value per job) that write all of `rows` at once."""
-    merged: dict[str, list[Any]] = {}
-    for row in rows:
-        for name, values in row.items():
-            merged.setdefault(name, []).extend(values)
-    return merged
 
 
 @dataclasses.dataclass
