@@ -5,7 +5,8 @@ recorder of `jobs.results` and the time limits of `jobs.time_limits` as worker m
 every worker it starts (`manage.py procrastinate worker` included), and the connector of
 `jobs.connector`, which rides out a database restart and fetches with paused queues and
 limits (jobs/limits.py), a job per free slot of the worker in one statement
-(jobs/prefetch.py, whose middleware tells it the worker's concurrency). Whatever the order
+(jobs/prefetch.py, whose middleware tells it the worker's concurrency), and a thread for
+each of its slots that runs a sync task (jobs/task_threads.py). Whatever the order
 of `jobs` and `procrastinate.contrib.django` in INSTALLED_APPS: procrastinate creates its
 app in its own `ready()`, so when that comes after ours the extras follow right after it.
 
@@ -39,6 +40,7 @@ def install_worker_extras(app: procrastinate.App) -> None:
     from jobs.prefetch import register_worker_slots
     from jobs.results import record_result
     from jobs.task_connections import close_db_connections_async
+    from jobs.task_threads import size_task_threads
     from jobs.time_limits import enforce_time_limits, run_in_limited_thread
 
     # Workers that survive a database restart (see jobs.connector). Only procrastinate's
@@ -62,6 +64,9 @@ def install_worker_extras(app: procrastinate.App) -> None:
     if register_worker_slots not in middleware:
         # Tells the connector the worker's concurrency: its claims fill the free slots.
         middleware.append(register_worker_slots)
+    if size_task_threads not in middleware:
+        # A thread for each slot, before the first sync task asks the loop for one.
+        middleware.append(size_task_threads)
     defaults["worker_middleware"] = middleware
     task_middleware = [
         # The same cleanup, without its thread hops when there is nothing to clean.

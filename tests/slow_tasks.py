@@ -79,6 +79,18 @@ def wait_quietly(path: str, timeout: float = 30, give_up: str | None = None) -> 
     return {"found": path}
 
 
+@app.task(name="tests.start_then_wait", queue="tests")
+def start_then_wait(started: str, path: str, timeout: float = 60) -> None:
+    """Say it runs (create `started`), then wait without the database until `path` exists:
+    a test counts the sync tasks running at once."""
+    Path(started).touch()
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+
+
 @app.task(name="tests.return_large", queue="tests")
 def return_large(characters: int) -> str:
     return "x" * characters
