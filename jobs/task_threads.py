@@ -2,18 +2,20 @@
 
 procrastinate runs a sync task in a thread of the event loop's default executor (asgiref's
 `sync_to_async`, not thread-sensitive). Python sizes that executor by the machine, not by
-the worker: `min(32, cores + 4)` threads, 6 on 2 cores. A worker started with more slots
-than that (`run_workers`' default is 8 per process) would run at most that many sync tasks
-at once, the other slots' jobs claimed but waiting for a thread: a site running blocking
-jobs (an HTTP call, a slow query) would get less concurrency than it asked for, and a job's
-time limit would count its wait for a thread.
+the worker: `min(32, CPUs + 4)` threads (the CPUs the process may use), 6 on 2 cores. A
+worker started with more slots than that (`run_workers`' default is 8 per process) would
+run at most that many sync tasks at once, the other slots' jobs claimed but waiting for a
+thread: a site running blocking jobs (an HTTP call, a slow query) would get less
+concurrency than it asked for, and a job's time limit would count its wait for a thread.
 
 The worker middleware `size_task_threads` (installed with the app's worker extras,
 jobs/worker.py) gives the event loop, as a worker runs its first job, a default executor
-with a thread for each slot of every worker of that loop, plus the threads Python would
-have given it for its own uses (name lookups, for one), when that is more than it has.
-Threads are still started only when a task needs one. The executor it replaces is no
-longer the loop's: the calls it runs finish, and its idle threads exit with it.
+with a thread for each slot of the workers seen on that loop and RESERVE_THREADS more for
+the executor's other uses (name lookups, a sync task past its time limit whose thread
+cannot be stopped), when that is more than Python's own size and than what it gave the
+loop before. Threads are still started only when a task needs one. The executor it
+replaces (Python's, or one the site set itself) is no longer the loop's: the calls it runs
+finish, and its idle threads exit with it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,16 @@ if TYPE_CHECKING:
     from procrastinate import worker as procrastinate_worker
 
 
+# Threads beyond one per slot: the default executor's other uses (module docstring).
+RESERVE_THREADS = 4
+
+
 def python_default_threads() -> int:
-    """The threads of the executor an event loop makes for itself (concurrent.futures)."""
-    return min(32, (os.cpu_count() or 1) + 4)
+    """The threads of the executor an event loop makes for itself (concurrent.futures:
+    the CPUs this process may use, plus 4, at most 32)."""
+    # What the executor itself counts from Python 3.13 (os.cpu_count before).
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)()
+    return min(32, (cpus or 1) + 4)
 
 
 class _LoopThreads:
@@ -51,8 +60,9 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopThreads] = (
 
 
 def threads_needed(slots: int) -> int:
-    """The threads for workers with `slots` slots in all: one each, and Python's own."""
-    return slots + python_default_threads()
+    """The threads for workers with `slots` slots in all: one each and the reserve, never
+    fewer than Python's own executor has."""
+    return max(python_default_threads(), slots + RESERVE_THREADS)
 
 
 def ensure_task_threads(worker: procrastinate_worker.Worker) -> None:

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from jobs.task_threads import ensure_task_threads, python_default_threads, threads_needed
+from jobs.task_threads import (
+    RESERVE_THREADS,
+    ensure_task_threads,
+    python_default_threads,
+    threads_needed,
+)
 from jobs.testing import WorkerProcess, wait_until
 from tests.slow_tasks import start_then_wait
 
@@ -52,16 +57,15 @@ class _Worker:
         self.concurrency = concurrency
 
 
-def _at_once(calls: int, *workers: _Worker) -> bool:
+def _at_once(calls: int, *workers: _Worker, wait: float = 30) -> bool:
     """Whether `calls` blocking calls sent to a new event loop's default executor run all
-    at once, after the middleware's sizing for `workers` (none: the loop as Python makes
-    it)."""
+    at once (within `wait` seconds), after the middleware's sizing for `workers`."""
 
     async def run() -> bool:
         for worker in workers:
             ensure_task_threads(worker)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
-        barrier = threading.Barrier(calls, timeout=2)
+        barrier = threading.Barrier(calls, timeout=wait)
         try:
             await asyncio.gather(*(loop.run_in_executor(None, barrier.wait) for _ in range(calls)))
         except threading.BrokenBarrierError:
@@ -72,10 +76,14 @@ def _at_once(calls: int, *workers: _Worker) -> bool:
 
 
 def test_ensure_task_threads__a_thread_for_every_slot_of_every_worker_of_the_loop() -> None:
-    first, second = _Worker(8), _Worker(python_default_threads())
-    slots = first.concurrency + second.concurrency
-    # Python's own executor runs fewer calls at once: the last check can fail.
-    assert not _at_once(python_default_threads() + 1)
-    # A worker seen again changes nothing; the two workers' slots add up.
-    assert _at_once(slots, first, second, first)
-    assert threads_needed(slots) == slots + python_default_threads()
+    first, second = _Worker(python_default_threads()), _Worker(3)
+    # One thread per slot of both workers (a worker seen again counts once) and the
+    # reserve: that many calls run at once, and not one more.
+    threads = first.concurrency + second.concurrency + RESERVE_THREADS
+    assert _at_once(threads, first, second, first)
+    assert not _at_once(threads + 1, first, second, first, wait=2)
+
+
+def test_ensure_task_threads__few_slots_keep_pythons_executor() -> None:
+    assert threads_needed(1) == python_default_threads()
+    assert not _at_once(python_default_threads() + 1, _Worker(1), wait=2)
