@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.tasks import task
 from procrastinate import sql
 from procrastinate.contrib.django import app
@@ -148,6 +149,50 @@ def test_fetch__takes_the_best_job_of_the_queues_asked_for(
     assert fetch(limits_json) == paused
 
 
+@contextmanager
+def statement_plans() -> Iterator[list[str]]:
+    """The plans, with rows read, of the statements run meanwhile on the test's connection,
+    those inside functions too (auto_explain, its output sent back as notices): what a
+    failing count of reads is shown with."""
+    plans: list[str] = []
+
+    def keep(notice: psycopg.errors.Diagnostic) -> None:
+        plans.append(notice.message_primary or "")
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("LOAD 'auto_explain'")
+    except DatabaseError:  # a role that may not load it: no plans, the test runs as ever
+        yield plans
+        return
+    with connection.cursor() as cursor:
+        for name, value in (
+            ("log_min_duration", "0"),
+            ("log_nested_statements", "on"),
+            ("log_analyze", "on"),
+            ("log_timing", "off"),
+            ("log_level", "notice"),
+        ):
+            cursor.execute("SELECT set_config(%s, %s, true)", [f"auto_explain.{name}", value])
+    connection.connection.add_notice_handler(keep)
+    try:
+        yield plans
+    finally:
+        connection.connection.remove_notice_handler(keep)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('auto_explain.log_min_duration', '-1', true)")
+
+
+def _indexes_of_jobs() -> list[tuple[str, bool, bool, bool]]:
+    """procrastinate_jobs' indexes: (name, valid, ready, usable only by newer snapshots)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexrelid::regclass::text, indisvalid, indisready, indcheckxmin "
+            "FROM pg_index WHERE indrelid = 'procrastinate_jobs'::regclass ORDER BY 1"
+        )
+        return list(cursor.fetchall())
+
+
 def _index_reads_of_jobs() -> int:
     """Rows of procrastinate_jobs read through an index by this transaction so far."""
     with connection.cursor() as cursor:
@@ -176,9 +221,12 @@ def test_fetch__reads_no_waiting_job_of_other_queues(
     # A worker of its queue; then one of every queue, which takes the best unpaused job.
     for queues, expected in (([QUEUE], served), (None, int(backlogs["nobody", 9][0]))):
         before = _index_reads_of_jobs()
-        assert fetch(limits_json, queues) == expected
+        with statement_plans() as plans:
+            assert fetch(limits_json, queues) == expected
         # The job itself, the lock's and limits' look-ups: a handful, not thousands.
-        assert _index_reads_of_jobs() - before < 50
+        reads = _index_reads_of_jobs() - before
+        heading = f"{reads} rows read for queues {queues} (after {before})"
+        assert reads < 50, "\n".join([heading, *map(str, _indexes_of_jobs()), *plans])
 
 
 # Planner statistics of a site that ran many jobs of a few `lock`s (ANALYZE saw them ended).
